@@ -1,0 +1,3 @@
+from threpair.cli import main
+
+main()
