@@ -1,0 +1,108 @@
+"""Frozen configuration of the video pipeline: detection, tracking, crop, paste, encode.
+
+Model and training configs live next to the code they configure (model.ModelConfig +
+model.PRESETS, train.TrainConfig), nanoGPT-style. Everything here is plain data: dataclasses
+that round-trip through dicts so checkpoints can record how their crops were framed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+DetectorName = Literal["retinaface", "s3fd"]
+Region = Literal["face", "lower", "mouth"]
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """How faces are found.
+
+    `max_side`: frames are downscaled so their longer side is at most this many pixels before
+    detection (faces in talking-head video are large; 640 px keeps RetinaFace at ~10 ms/frame).
+    `every`: detect on every k-th frame only; the frames between are interpolated by tracking.
+    """
+
+    backend: DetectorName = "retinaface"
+    max_side: int = 640
+    every: int = 1
+    score_threshold: float = 0.8
+    weights: str | None = None  # s3fd only: path to the S3FD .pth file
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    """How one identity's face is followed through the video.
+
+    `max_gap`: detection gaps of at most this many frames are bridged by interpolation;
+    longer gaps are left untouched (the frames pass through unchanged).
+    `smooth_window`: frames on each side used by the non-causal geometry smoother.
+    `min_iou`: overlap needed to link a detection to a track in the next detected frame.
+    """
+
+    max_gap: int = 12
+    smooth_window: int = 4
+    min_iou: float = 0.3
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    """How a face box becomes the model's square crop.
+
+    The crop is a similarity transform: centred on the face box (shifted down by `shift_y`
+    box heights so the chin is inside, like Wav2Lip's bottom padding), side = `margin` times
+    the box's larger side, rotated upright by the eye line when `align_roll` is set.
+    `size` is the square crop resolution in pixels (the model's resolution).
+    """
+
+    size: int = 256
+    margin: float = 1.5
+    shift_y: float = 0.05
+    align_roll: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CropConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class PasteConfig:
+    """How a processed crop goes back into the frame.
+
+    `feather`: width of the soft mask edge as a fraction of the crop side (erode + blur).
+    `region`: which part of the face is replaced: the whole face, the lower face, or the mouth.
+    `color_match`: match the mean/std of the pasted crop to the original crop under the mask.
+    `mode`: "replace" pastes the model output; "residual" adds (output - input crop) to the
+    frame, which keeps the frame's own detail above the crop resolution and makes an identity
+    model an exact no-op.
+    """
+
+    feather: float = 0.08
+    region: Region = "face"
+    color_match: bool = False
+    mode: Literal["replace", "residual"] = "replace"
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """Output video encoding (H.264 yuv420p by default)."""
+
+    codec: str = "libx264"
+    crf: int = 18
+    preset: str = "medium"
+    pix_fmt: str = "yuv420p"
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything `restore` needs besides the model."""
+
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
+    crop: CropConfig = field(default_factory=CropConfig)
+    paste: PasteConfig = field(default_factory=PasteConfig)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)

@@ -1,0 +1,139 @@
+"""Crop affine, inverse paste, feathered masks, colour match: pure functions on numpy arrays.
+
+Conventions: frames and crops are RGB uint8 (H, W, 3); a crop geometry is (cx, cy, side,
+angle) in frame pixels / radians (see track.detection_params); a crop matrix is the 2x3
+affine that maps frame pixel coordinates to crop pixel coordinates (OpenCV convention).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import cv2
+import numpy as np
+
+from threpair.config import CropConfig, PasteConfig, Region
+
+
+def crop_matrix(params: np.ndarray, size: int) -> np.ndarray:
+    """2x3 float64 affine taking frame pixels to a `size` x `size` crop.
+
+    The face centre goes to the crop centre, `side` frame pixels become `size` crop pixels,
+    and the image is rotated by -angle so the eye line is horizontal.
+    """
+    cx, cy, side, angle = (float(v) for v in params)
+    s = size / side
+    c, si = np.cos(angle) * s, np.sin(angle) * s
+    half = (size - 1) / 2
+    return np.array([[c, si, half - c * cx - si * cy], [-si, c, half + si * cx - c * cy]])
+
+
+def warp_crop(frame: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """Cut the square crop out of `frame` (edges replicated where it leaves the frame)."""
+    return cv2.warpAffine(
+        frame, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def region_mask(size: int, region: Region, crop: CropConfig, feather: float) -> np.ndarray:
+    """Soft float32 (size, size) mask in crop space, 1 inside the region, 0 at the crop edge.
+
+    The face box occupies `size / crop.margin` pixels around the (shifted) centre of the crop,
+    so the regions are drawn in units of that box: the whole face (an ellipse slightly larger
+    than the box), the lower face (that ellipse below the nose line: where lip-sync
+    generators change pixels) or the mouth. The hard shape is eroded and then blurred by
+    `feather * size` pixels, so the soft edge ends where the hard shape did.
+    """
+    bs = size / crop.margin
+    cx = (size - 1) / 2
+    cy = cx - crop.shift_y * bs  # the box centre sits above the crop centre
+    hard = np.zeros((size, size), np.uint8)
+    scale = 16  # sub-pixel precision for cv2.ellipse
+    if region == "mouth":
+        centre, axes = (cx, cy + 0.24 * bs), (0.32 * bs, 0.2 * bs)
+    else:
+        centre, axes = (cx, cy), (0.45 * bs, 0.55 * bs)
+    cv2.ellipse(
+        hard,
+        (int(centre[0] * scale), int(centre[1] * scale)),
+        (int(axes[0] * scale), int(axes[1] * scale)),
+        0, 0, 360, 255, -1, cv2.LINE_AA, shift=4,
+    )
+    if region == "lower":
+        hard[: int(cy - 0.02 * bs)] = 0
+    k = max(1, int(round(feather * size)))
+    eroded = cv2.erode(hard, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    soft = cv2.GaussianBlur(eroded.astype(np.float32) / 255.0, (0, 0), sigmaX=max(k / 2, 0.5))
+    soft[:1], soft[-1:], soft[:, :1], soft[:, -1:] = 0, 0, 0, 0
+    soft.setflags(write=False)
+    return soft
+
+
+def match_color(out: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Shift/scale each channel of `out` so its mean/std under `mask` match `ref`'s.
+
+    Both uint8 (S, S, 3); returns uint8. Used to keep the pasted face in the frame's colours.
+    """
+    w = mask.astype(np.float64)[..., None]
+    total = max(w.sum(), 1e-6)
+    o, r = out.astype(np.float64), ref.astype(np.float64)
+    mo, mr = (o * w).sum((0, 1)) / total, (r * w).sum((0, 1)) / total
+    so = np.sqrt(((o - mo) ** 2 * w).sum((0, 1)) / total) + 1e-6
+    sr = np.sqrt(((r - mr) ** 2 * w).sum((0, 1)) / total) + 1e-6
+    return np.clip((o - mo) * (sr / so) + mr, 0, 255).round().astype(np.uint8)
+
+
+def paste_roi(matrix: np.ndarray, size: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """Frame rectangle (x0, y0, x1, y1) covered by the crop square, clipped to the frame."""
+    inv = cv2.invertAffineTransform(matrix)
+    corners = np.array([[0, 0, 1], [size - 1, 0, 1], [0, size - 1, 1], [size - 1, size - 1, 1]])
+    pts = corners @ inv.T
+    x0 = int(np.clip(np.floor(pts[:, 0].min()) - 1, 0, width))
+    y0 = int(np.clip(np.floor(pts[:, 1].min()) - 1, 0, height))
+    x1 = int(np.clip(np.ceil(pts[:, 0].max()) + 2, 0, width))
+    y1 = int(np.clip(np.ceil(pts[:, 1].max()) + 2, 0, height))
+    return x0, y0, x1, y1
+
+
+def paste(
+    frame: np.ndarray,
+    out_crop: np.ndarray,
+    in_crop: np.ndarray,
+    matrix: np.ndarray,
+    mask: np.ndarray,
+    cfg: PasteConfig,
+    strength: float = 1.0,
+) -> np.ndarray:
+    """Warp `out_crop` back into `frame` under the feathered `mask`; returns a new frame.
+
+    `in_crop` is what was cut out of this frame (for colour matching and residual mode).
+    `strength` in [0, 1] scales the mask (less blending for low-confidence frames). Pixels
+    where the warped mask is 0 are returned bit-identical to `frame`.
+    """
+    size = out_crop.shape[0]
+    h, w = frame.shape[:2]
+    x0, y0, x1, y1 = paste_roi(matrix, size, w, h)
+    result = frame.copy()
+    if x1 <= x0 or y1 <= y0 or strength <= 0:
+        return result
+    if cfg.color_match:
+        out_crop = match_color(out_crop, in_crop, mask)
+    inv = cv2.invertAffineTransform(matrix)
+    inv[:, 2] -= (x0, y0)
+    dsize = (x1 - x0, y1 - y0)
+    m = cv2.warpAffine(mask, inv, dsize, flags=cv2.INTER_LINEAR, borderValue=0)
+    m = (m * strength)[..., None]
+    roi = frame[y0:y1, x0:x1].astype(np.float32)
+    if cfg.mode == "residual":
+        delta = out_crop.astype(np.float32) - in_crop.astype(np.float32)
+        warped = cv2.warpAffine(delta, inv, dsize, flags=cv2.INTER_LINEAR, borderValue=0)
+        blended = roi + m * warped
+    else:
+        warped = cv2.warpAffine(
+            out_crop, inv, dsize, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        ).astype(np.float32)
+        blended = roi * (1 - m) + warped * m
+    new = np.clip(blended, 0, 255).round().astype(np.uint8)
+    result[y0:y1, x0:x1] = np.where(m > 0, new, frame[y0:y1, x0:x1])
+    return result
