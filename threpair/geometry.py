@@ -53,7 +53,7 @@ def region_mask(size: int, region: Region, crop: CropConfig, feather: float) -> 
     if region == "mouth":
         centre, axes = (cx, cy + 0.24 * bs), (0.32 * bs, 0.2 * bs)
     else:
-        centre, axes = (cx, cy), (0.45 * bs, 0.55 * bs)
+        centre, axes = (cx, cy), (0.48 * bs, 0.56 * bs)
     cv2.ellipse(
         hard,
         (int(centre[0] * scale), int(centre[1] * scale)),
@@ -94,6 +94,12 @@ def paste_roi(matrix: np.ndarray, size: int, width: int, height: int) -> tuple[i
     x1 = int(np.clip(np.ceil(pts[:, 0].max()) + 2, 0, width))
     y1 = int(np.clip(np.ceil(pts[:, 1].max()) + 2, 0, height))
     return x0, y0, x1, y1
+
+
+def frame_mask(matrix: np.ndarray, mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The crop-space `mask` warped into a full (height, width) float32 frame mask."""
+    inv = cv2.invertAffineTransform(matrix)
+    return cv2.warpAffine(mask, inv, (width, height), flags=cv2.INTER_LINEAR, borderValue=0)
 
 
 def paste(

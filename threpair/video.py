@@ -80,7 +80,9 @@ class VideoInfo:
 
 # ---------------------------------------------------------------- parsing (pure functions)
 
-_VIDEO_RE = re.compile(r"Stream #0:\d+[^:]*: Video: (\w+)[^,]*, (\w+)[^,]*?, (\d+)x(\d+)")
+_VIDEO_RE = re.compile(
+    r"Stream #0:\d+[^:]*: Video: (\w+)[^,]*, (\w+)(?:\([^)]*\))?[^,]*, (\d+)x(\d+)"
+)
 _AUDIO_RE = re.compile(r"Stream #0:\d+[^:]*: Audio: ")
 _INPUT_RE = re.compile(r"Input #0, ([\w,]+), from")
 _DURATION_RE = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
@@ -163,10 +165,21 @@ def _check_input_path(path: Path) -> None:
         raise VideoError(f"{path}: file is empty (0 bytes)")
 
 
+def _looks_like_mp4(path: Path) -> bool:
+    """MP4/MOV files start with an `ftyp` box; a file without one never was a video."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(12)[4:8] == b"ftyp"
+    except OSError:
+        return False
+
+
 def _explain_ffmpeg_failure(path: Path, stderr: str) -> str:
     low = stderr.lower()
-    if "moov atom not found" in low:
+    if "moov atom not found" in low and _looks_like_mp4(path):
         return f"{path}: truncated or corrupt video (no index); re-export or re-download it"
+    if "partial file" in low or "corrupt input packet" in low:
+        return f"{path}: truncated or corrupt video (data ends early); re-export or re-download it"
     if "matches no streams" in low:
         return f"{path}: has no video stream"
     if "invalid data found" in low or "could not find codec parameters" in low:
@@ -189,7 +202,9 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     cmd += ["-c", "copy", "-f", "framemd5", "-"]
     proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
     header = parse_header(proc.stderr)
-    if proc.returncode != 0 or header["codec"] is None:
+    low = proc.stderr.lower()
+    broken = "partial file" in low or "corrupt input packet" in low
+    if proc.returncode != 0 or header["codec"] is None or broken:
         raise VideoError(_explain_ffmpeg_failure(path, proc.stderr))
     if header["format"].split(",")[0] in IMAGE_FORMATS:
         raise VideoError(f"{path}: is a still image, not a video")
@@ -412,3 +427,14 @@ class VideoWriter:
             self._err.close()
             with contextlib.suppress(FileNotFoundError):
                 self.tmp_path.unlink()
+
+
+def write_tone(path: str | os.PathLike, seconds: float, freq: int = 440) -> Path:
+    """Write an AAC sine tone (ffmpeg lavfi), e.g. as the audio track of a synthetic clip."""
+    path = Path(path)
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi"]
+    cmd += ["-i", f"sine=frequency={freq}:duration={seconds}", "-c:a", "aac", str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise VideoError(f"{path}: could not write a tone: {proc.stderr.strip()[-200:]}")
+    return path

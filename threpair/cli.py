@@ -1,0 +1,205 @@
+"""The `threpair` command line: one command per verb; parses, calls the library, prints.
+
+Library code raises ThrepairError subclasses; here they become one red line on stderr and a
+non-zero exit code (2 for bad input, 1 for other failures, 130 for Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from threpair import __version__
+from threpair.config import (
+    CropConfig,
+    DetectConfig,
+    EncodeConfig,
+    PasteConfig,
+    PipelineConfig,
+    TrackConfig,
+)
+from threpair.errors import InputError, ThrepairError
+
+app = typer.Typer(
+    name="threpair",
+    help="Repair lip-synced talking-head video with a model trained on the real person.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn library errors into one red line and an exit code; no tracebacks."""
+    try:
+        yield
+    except InputError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(2) from None
+    except ThrepairError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: no partial output was left behind")
+        raise typer.Exit(130) from None
+
+
+@contextlib.contextmanager
+def progress_bars(enabled: bool) -> Iterator:
+    """A progress callback (stage, done, total) drawing one rich bar per stage.
+
+    The bars start on the first update, so an early error prints nothing but itself.
+    """
+    if not enabled:
+        yield None
+        return
+    bars = Progress(
+        TextColumn("{task.description:>8}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+    )
+    tasks: dict[str, int] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if not tasks:
+            bars.start()
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(stage, total=total or None)
+        bars.update(tasks[stage], completed=done, total=max(total, done) or None)
+
+    try:
+        yield update
+    finally:
+        if tasks:
+            bars.stop()
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        out.print(f"threpair {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=version_callback, is_eager=True, help="Show version."),
+    ] = False,
+) -> None:
+    """Repair lip-synced talking-head video with a model trained on the real person."""
+
+
+def load_face_model(spec: str, device: str):
+    """`passthrough` or a checkpoint path -> a FaceModel."""
+    from threpair.restore import Passthrough
+
+    if spec == "passthrough":
+        return Passthrough()
+    path = Path(spec)
+    if not path.exists():
+        raise InputError(f"{spec}: model not found (give a .safetensors file or 'passthrough')")
+    from threpair.inference import IdentityModel
+
+    return IdentityModel.load(path, device=device)
+
+
+@app.command()
+def restore(
+    input: Annotated[Path, typer.Argument(help="Generated (lip-synced) video.")],
+    output: Annotated[Path, typer.Argument(help="Where to write the repaired video.")],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Identity checkpoint, or 'passthrough'.")
+    ] = "passthrough",
+    region: Annotated[
+        str, typer.Option(help="Part of the face to repair: face, lower or mouth.")
+    ] = "face",
+    detector: Annotated[str, typer.Option(help="Face detector: retinaface or s3fd.")] = (
+        "retinaface"
+    ),
+    detector_weights: Annotated[
+        Optional[Path], typer.Option(help="S3FD weights file (s3fd only).")
+    ] = None,
+    detect_every: Annotated[int, typer.Option(help="Detect on every k-th frame.")] = 1,
+    detect_max_side: Annotated[
+        int, typer.Option(help="Downscale frames to this longer side for detection.")
+    ] = 640,
+    smooth: Annotated[int, typer.Option(help="Geometry smoothing window (frames each side).")] = 4,
+    margin: Annotated[float, typer.Option(help="Crop side as a multiple of the face box.")] = 1.5,
+    paste_mode: Annotated[str, typer.Option(help="replace or residual.")] = "replace",
+    color_match: Annotated[bool, typer.Option(help="Match the crop's colours to the frame.")] = (
+        False
+    ),
+    crf: Annotated[int, typer.Option(help="x264/x265 quality (lower = better).")] = 18,
+    preset: Annotated[str, typer.Option(help="x264/x265 speed preset.")] = "medium",
+    codec: Annotated[str, typer.Option(help="Video encoder.")] = "libx264",
+    batch_size: Annotated[int, typer.Option(help="Crops per model call.")] = 8,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Repair the face in INPUT and write OUTPUT (audio, fps and frame count preserved).
+
+    Example: threpair restore alice_wav2lip.mp4 alice_fixed.mp4 --model checkpoints/alice.safetensors
+    """
+    from threpair.restore import restore_video
+
+    with user_errors():
+        if region not in ("face", "lower", "mouth"):
+            raise InputError(f"--region {region}: use face, lower or mouth")
+        if paste_mode not in ("replace", "residual"):
+            raise InputError(f"--paste-mode {paste_mode}: use replace or residual")
+        if detector not in ("retinaface", "s3fd"):
+            raise InputError(f"--detector {detector}: use retinaface or s3fd")
+        face_model = load_face_model(model, device)
+        size = face_model.resolution or CropConfig().size
+        cfg = PipelineConfig(
+            detect=DetectConfig(
+                backend=detector,  # type: ignore[arg-type]
+                max_side=detect_max_side,
+                every=detect_every,
+                weights=str(detector_weights) if detector_weights else None,
+            ),
+            track=TrackConfig(smooth_window=smooth),
+            crop=getattr(face_model, "crop", None) or CropConfig(size=size, margin=margin),
+            paste=PasteConfig(region=region, color_match=color_match, mode=paste_mode),  # type: ignore[arg-type]
+            encode=EncodeConfig(codec=codec, crf=crf, preset=preset),
+        )
+        with progress_bars(not quiet and not json_out) as progress:
+            summary = restore_video(
+                input, output, face_model, cfg, batch_size=batch_size, progress=progress
+            )
+    for w in summary.warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+    if json_out:
+        print(json.dumps(asdict(summary)))
+    elif not quiet:
+        out.print(
+            f"[green]wrote[/] {summary.output}: {summary.frames} frames, face in "
+            f"{summary.frames_with_face}, {summary.frames_per_second:.1f} frames/s",
+            highlight=False,
+        )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
