@@ -40,7 +40,9 @@ def test_parse_header():
 
 
 def test_ntsc_rate_is_exact():
-    text = "#tb 0: 1/30000\n" + "".join(f"0, {i * 1001}, {i * 1001}, 1001, 10, ab\n" for i in range(9))
+    text = "#tb 0: 1/30000\n" + "".join(
+        f"0, {i * 1001}, {i * 1001}, 1001, 10, ab\n" for i in range(9)
+    )
     tb, pts, durs = parse_framemd5(text)
     assert tb == Fraction(1, 30000) and len(pts) == 9
     fps, vfr = frame_rate_from_timestamps(tb, pts, durs)
@@ -87,8 +89,17 @@ def test_rotation_is_applied(tmp_path, clip):
 def test_vfr_keeps_duration(tmp_path, clip):
     vfr = tmp_path / "vfr.mp4"
     # Drop every third frame but keep the timestamps: gaps make the rate variable.
-    ffmpeg("-i", str(clip), "-vf", "select='mod(n\\,3)'", "-fps_mode", "passthrough",
-           "-c:a", "copy", str(vfr))
+    ffmpeg(
+        "-i",
+        str(clip),
+        "-vf",
+        "select='mod(n\\,3)'",
+        "-fps_mode",
+        "passthrough",
+        "-c:a",
+        "copy",
+        str(vfr),
+    )
     info = probe(vfr)
     assert info.vfr
     frames = list(read_frames(info))

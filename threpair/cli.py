@@ -12,12 +12,11 @@ import sys
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from threpair import __version__
 from threpair.config import (
@@ -133,7 +132,7 @@ def restore(
         "retinaface"
     ),
     detector_weights: Annotated[
-        Optional[Path], typer.Option(help="S3FD weights file (s3fd only).")
+        Path | None, typer.Option(help="S3FD weights file (s3fd only).")
     ] = None,
     detect_every: Annotated[int, typer.Option(help="Detect on every k-th frame.")] = 1,
     detect_max_side: Annotated[
@@ -155,7 +154,7 @@ def restore(
 ) -> None:
     """Repair the face in INPUT and write OUTPUT (audio, fps and frame count preserved).
 
-    Example: threpair restore alice_wav2lip.mp4 alice_fixed.mp4 --model checkpoints/alice.safetensors
+    Example: threpair restore alice_w2l.mp4 alice_fixed.mp4 -m checkpoints/alice.safetensors
     """
     from threpair.restore import restore_video
 

@@ -58,7 +58,13 @@ def region_mask(size: int, region: Region, crop: CropConfig, feather: float) -> 
         hard,
         (int(centre[0] * scale), int(centre[1] * scale)),
         (int(axes[0] * scale), int(axes[1] * scale)),
-        0, 0, 360, 255, -1, cv2.LINE_AA, shift=4,
+        0,
+        0,
+        360,
+        255,
+        -1,
+        cv2.LINE_AA,
+        shift=4,
     )
     if region == "lower":
         hard[: int(cy - 0.02 * bs)] = 0

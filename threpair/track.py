@@ -65,8 +65,11 @@ def link_tracks(detections: list[list[Detection] | None], cfg: TrackConfig) -> l
             continue
         live = [t for t in tracks if i - t.last_frame <= cfg.max_gap + 1]
         pairs = sorted(
-            ((iou(t.dets[t.last_frame].box, d.box), ti, di) for ti, t in enumerate(live)
-             for di, d in enumerate(faces)),
+            (
+                (iou(t.dets[t.last_frame].box, d.box), ti, di)
+                for ti, t in enumerate(live)
+                for di, d in enumerate(faces)
+            ),
             reverse=True,
         )
         used_t: set[int] = set()

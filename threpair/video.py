@@ -46,9 +46,7 @@ def ffmpeg_exe() -> str:
 
         return imageio_ffmpeg.get_ffmpeg_exe()
     except Exception as e:  # pragma: no cover - only without both
-        raise VideoError(
-            "no ffmpeg found: install ffmpeg or `pip install imageio-ffmpeg`"
-        ) from e
+        raise VideoError("no ffmpeg found: install ffmpeg or `pip install imageio-ffmpeg`") from e
 
 
 @dataclass(frozen=True)
@@ -267,9 +265,7 @@ def reader_args(info: VideoInfo, size: tuple[int, int] | None = None) -> list[st
     return out.global_args("-loglevel", "error").compile(cmd=ffmpeg_exe())
 
 
-def read_frames(
-    info: VideoInfo, size: tuple[int, int] | None = None
-) -> Iterator[np.ndarray]:
+def read_frames(info: VideoInfo, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
     """Yield RGB uint8 frames (H, W, 3) one at a time; memory does not grow with length.
 
     Closing the generator early (break, exception) terminates ffmpeg.
