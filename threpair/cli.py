@@ -195,6 +195,29 @@ def restore(
         )
 
 
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the demo files.")] = Path(
+        "threpair-demo"
+    ),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.")] = False,
+) -> None:
+    """Run the main job on a built-in example clip (offline; no files needed).
+
+    Example: threpair demo --out threpair-demo
+    """
+    from threpair.demo import run_demo
+
+    with user_errors(), progress_bars(not quiet) as progress:
+        result = run_demo(out_dir, progress=progress)
+    out.print(f"example clip: {result.example}", highlight=False)
+    out.print(
+        f"restored:     {result.restored} ({result.summary.frames} frames, face in "
+        f"{result.summary.frames_with_face})",
+        highlight=False,
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

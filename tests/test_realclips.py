@@ -1,0 +1,43 @@
+"""The foundation on the real clips in ../shared/data/clips (skipped without them)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import REAL_CLIPS, real_clip
+from threpair.config import EncodeConfig, PipelineConfig
+from threpair.metrics import crop_jitter, psnr
+from threpair.restore import analyze_faces, restore_video
+from threpair.video import VideoWriter, probe, read_frames, stream_packet_hashes
+
+pytestmark = pytest.mark.realdata
+FAST = EncodeConfig(preset="veryfast")
+
+
+@pytest.mark.parametrize("name", REAL_CLIPS)
+def test_passthrough_roundtrip(tmp_path, name):
+    src = real_clip(name)
+    cfg = PipelineConfig(encode=FAST)
+    out = tmp_path / "out.mp4"
+    summary = restore_video(src, out, cfg=cfg)
+    a, b = probe(src), probe(out)
+    assert b.frame_count == a.frame_count == summary.frames
+    assert b.fps == a.fps and (b.width, b.height) == (a.width, a.height)
+    assert abs(b.duration - a.duration) <= 1 / float(a.fps) + 1e-6
+    assert stream_packet_hashes(out) == stream_packet_hashes(src)
+    # The face is found on every frame of these clips.
+    assert summary.detection_rate == 1.0 and summary.frames_with_face == summary.frames
+    ref = tmp_path / "ref.mp4"
+    with VideoWriter(ref, a.width, a.height, a.fps, a.path, FAST) as w:
+        for f in read_frames(a):
+            w.write(f)
+    values = [psnr(x, y) for x, y in zip(read_frames(b), read_frames(probe(ref)))]
+    assert np.mean(values) > 40, np.mean(values)
+
+
+@pytest.mark.parametrize("name", ["anchor_de_20s", "kim_wav2lip_8s"])
+def test_smoothing_reduces_crop_jitter(name):
+    analysis = analyze_faces(probe(real_clip(name)), PipelineConfig())
+    raw, smooth = crop_jitter(analysis.raw[:, :2]), crop_jitter(analysis.geometry[:, :2])
+    assert smooth < raw
