@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REAL_CLIPS, real_clip
-from threpair.config import EncodeConfig, PipelineConfig
+from threpair.config import EncodeConfig, PasteConfig, PipelineConfig
 from threpair.metrics import crop_jitter, psnr
 from threpair.restore import analyze_faces, restore_video
 from threpair.video import VideoWriter, probe, read_frames, stream_packet_hashes
@@ -32,8 +32,23 @@ def test_passthrough_roundtrip(tmp_path, name):
     with VideoWriter(ref, a.width, a.height, a.fps, a.path, FAST) as w:
         for f in read_frames(a):
             w.write(f)
+    # The default (residual) paste of an identity model is exact: the output is the re-encode.
     values = [psnr(x, y) for x, y in zip(read_frames(b), read_frames(probe(ref)))]
-    assert np.mean(values) > 40, np.mean(values)
+    assert len(values) == a.frame_count and min(values) == np.inf
+
+
+def test_replace_mode_roundtrip_margin(tmp_path):
+    """Replace mode resamples the face through the 256-px crop: a stated, small loss."""
+    src = real_clip("anchor_de_20s")
+    cfg = PipelineConfig(encode=FAST, paste=PasteConfig(mode="replace"))
+    out = restore_video(src, tmp_path / "out.mp4", cfg=cfg).output
+    ref = tmp_path / "ref.mp4"
+    a = probe(src)
+    with VideoWriter(ref, a.width, a.height, a.fps, a.path, FAST) as w:
+        for f in read_frames(a):
+            w.write(f)
+    values = [psnr(x, y) for x, y in zip(read_frames(probe(out)), read_frames(probe(ref)))]
+    assert np.mean(values) > 40, np.mean(values)  # measured 43.4 dB (bench/passthrough.py)
 
 
 @pytest.mark.parametrize("name", ["anchor_de_20s", "kim_wav2lip_8s"])

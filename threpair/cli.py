@@ -140,7 +140,9 @@ def restore(
     ] = 640,
     smooth: Annotated[int, typer.Option(help="Geometry smoothing window (frames each side).")] = 4,
     margin: Annotated[float, typer.Option(help="Crop side as a multiple of the face box.")] = 1.5,
-    paste_mode: Annotated[str, typer.Option(help="replace or residual.")] = "replace",
+    paste_mode: Annotated[
+        str, typer.Option(help="residual (add the model's change) or replace (paste its output).")
+    ] = "residual",
     color_match: Annotated[bool, typer.Option(help="Match the crop's colours to the frame.")] = (
         False
     ),

@@ -76,15 +76,17 @@ class PasteConfig:
     `feather`: width of the soft mask edge as a fraction of the crop side (erode + blur).
     `region`: which part of the face is replaced: the whole face, the lower face, or the mouth.
     `color_match`: match the mean/std of the pasted crop to the original crop under the mask.
-    `mode`: "replace" pastes the model output; "residual" adds (output - input crop) to the
-    frame, which keeps the frame's own detail above the crop resolution and makes an identity
-    model an exact no-op.
+    `mode`: "residual" (default) adds (output - input crop), warped back, to the frame: the
+    frame keeps its own detail above the crop resolution (a 256-px model on a 500-px face
+    would otherwise blur the eyes it never touched) and an identity model is an exact no-op
+    (measured: bit-identical to a plain re-encode). "replace" pastes the model output itself,
+    as the paper does; its round trip costs 34-42 dB of face PSNR on the real clips.
     """
 
     feather: float = 0.08
     region: Region = "face"
     color_match: bool = False
-    mode: Literal["replace", "residual"] = "replace"
+    mode: Literal["replace", "residual"] = "residual"
 
 
 @dataclass(frozen=True)
