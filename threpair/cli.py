@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
 from threpair import __version__
 from threpair.config import (
@@ -195,6 +196,166 @@ def restore(
             f"{summary.frames_with_face}, {summary.frames_per_second:.1f} frames/s",
             highlight=False,
         )
+
+
+@app.command("train-identity")
+def train_identity(
+    videos: Annotated[
+        list[Path], typer.Argument(help="Real footage of one person: files and/or folders.")
+    ],
+    preset: Annotated[
+        str,
+        typer.Option(
+            help="Model preset: tiny, cpu64, cpu128, base, hd; auto = base on GPU, cpu64 on CPU."
+        ),
+    ] = "auto",
+    steps: Annotated[int, typer.Option(help="Stop after this many steps.")] = 3000,
+    minutes: Annotated[
+        float | None, typer.Option(help="Stop after this many minutes (whichever first).")
+    ] = None,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="Checkpoint path (.safetensors).")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run of --out.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Crops per step (per GPU).")] = 8,
+    val_fraction: Annotated[
+        float, typer.Option(help="Last part of each video kept for validation.")
+    ] = 0.1,
+    clean_only: Annotated[
+        bool, typer.Option(help="Train the paper's way: clean crops in (no degradations).")
+    ] = False,
+    margin: Annotated[float, typer.Option(help="Crop side as a multiple of the face box.")] = 1.5,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Train an identity model on real footage of one person.
+
+    Example: threpair train-identity alice_real.mp4 --minutes 30
+    (writes checkpoints/alice_real.safetensors)
+    """
+    import torch
+
+    from threpair import __version__ as version
+    from threpair.data import collect_videos, training_crops
+    from threpair.model import get_preset
+    from threpair.train import TrainConfig, train
+
+    with user_errors():
+        if not 0 < val_fraction < 1:
+            raise InputError("--val-fraction must be between 0 and 1")
+        files = collect_videos(videos)
+        if preset == "auto":
+            cuda = torch.cuda.is_available() and device != "cpu"
+            preset = "base" if cuda else "cpu64"
+        model_cfg = get_preset(preset)
+        target = out_path or Path("checkpoints") / f"{files[0].stem}.safetensors"
+        if target.suffix != ".safetensors":
+            raise InputError(f"--out {target}: use a .safetensors file name")
+        crop = CropConfig(size=model_cfg.resolution, margin=margin)
+        cfg = PipelineConfig(crop=crop)
+        train_cfg = TrainConfig(
+            steps=steps, minutes=minutes, batch_size=batch_size, device=device,
+            degrade_inputs=not clean_only,
+        )  # fmt: skip
+        show = not quiet and not json_out
+        with progress_bars(show) as progress:
+            train_crops, val_crops, sources = training_crops(files, cfg, val_fraction, progress)
+        if show:
+            out.print(
+                f"{len(train_crops)} training and {len(val_crops)} validation crops from "
+                f"{len(files)} video(s); preset {preset} ({model_cfg.resolution} px)",
+                highlight=False,
+            )
+        metadata = {
+            "threpair_version": version,
+            "preset": preset,
+            "crop": crop.to_dict(),
+            "detect": asdict(cfg.detect),
+            "sources": sources,
+        }
+        with progress_bars(show) as progress:
+            result = train(
+                train_crops, val_crops, model_cfg, train_cfg, target, metadata, resume=resume,
+                on_progress=training_reporter(progress, steps, show),
+            )  # fmt: skip
+    if json_out:
+        print(json.dumps({"checkpoint": str(result.checkpoint), "steps": result.steps,
+                          "seconds": result.seconds, "val": result.val,
+                          "theory": result.theory, "losses": result.losses}))  # fmt: skip
+    elif not quiet:
+        val = result.val
+        out.print(
+            f"[green]wrote[/] {result.checkpoint} after {result.steps} steps "
+            f"({result.seconds / 60:.1f} min): validation PSNR degraded "
+            f"{val.get('psnr_degraded', float('nan')):.2f} dB -> repaired "
+            f"{val.get('psnr_repair', float('nan')):.2f} dB",
+            highlight=False,
+        )
+
+
+def training_reporter(progress, total_steps: int, show: bool):
+    """Map train()'s events onto the progress bar and a few printed lines."""
+
+    def report(event: dict) -> None:
+        kind = event.get("event")
+        if kind == "start" and show:
+            out.print(f"losses: {', '.join(event['losses'])}; device {event['device']}")
+            if event.get("resumed_from"):
+                out.print(f"resuming from step {event['resumed_from']}")
+        elif kind == "log" and progress is not None:
+            progress("train", int(event["step"]), total_steps)
+        elif kind == "val" and show:
+            out.print(
+                f"step {int(event['step'])}: val PSNR degraded {event['psnr_degraded']:.2f} -> "
+                f"repaired {event['psnr_repair']:.2f} dB (clean recon {event['psnr_recon']:.2f})"
+                + (
+                    f", codes used {event['usage_fraction']:.0%}"
+                    if "usage_fraction" in event
+                    else ""
+                ),
+                highlight=False,
+            )
+
+    return report
+
+
+@app.command()
+def inspect(
+    model: Annotated[Path, typer.Argument(help="A .safetensors identity checkpoint.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False,
+) -> None:
+    """Show what a checkpoint holds: config, training summary, codebook and theory numbers.
+
+    Example: threpair inspect checkpoints/alice.safetensors
+    """
+    from threpair.checkpoint import read_metadata
+
+    with user_errors():
+        meta = read_metadata(model)
+    if json_out:
+        print(json.dumps(meta, indent=2, default=str))
+        return
+    table = Table(title=str(model), show_header=False)
+    training = meta["metadata"].get("training", {})
+    flat = {
+        "format version": meta.get("format_version"),
+        "threpair version": meta.get("threpair_version"),
+        "model": meta.get("model_config"),
+        "parameters": f"{meta.get('num_parameters', 0):,}",
+    }
+    for k, v in flat.items():
+        table.add_row(k, str(v))
+    for k, v in meta.get("metadata", {}).items():
+        if k != "training":
+            table.add_row(k, json.dumps(v, default=str)[:200])
+    for k in ("steps", "seconds", "stopped_by", "gen_res", "train_crops", "val_crops", "losses"):
+        if k in training:
+            table.add_row(f"training.{k}", str(training[k]))
+    for section in ("val", "theory"):
+        for k, v in training.get(section, {}).items():
+            table.add_row(f"{section}.{k}", f"{v:.4g}" if isinstance(v, float) else str(v))
+    out.print(table)
 
 
 @app.command()

@@ -1,0 +1,113 @@
+"""A trained identity model as the restore pipeline's FaceModel: crops in, repaired crops out.
+
+    model = IdentityModel.load("checkpoints/alice.safetensors", device="auto")
+    repaired = model(crops)          # uint8 RGB (B, S, S, 3) -> same; batch = frames in order
+
+Batches are consecutive frames of one video, in time order: code hysteresis (keep last
+frame's code at a latent position unless the new nearest code is clearly nearer) carries
+from one call to the next. Call `reset()` where the sequence breaks (a new video, the face
+lost). Per-frame confidence from the theory is recorded in `frame_stats`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from threpair import checkpoint
+from threpair.config import CropConfig
+from threpair.model import SOVQAE, ModelConfig
+
+
+def resolve_device(name: str) -> torch.device:
+    """ "auto" -> cuda when available, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class FrameStats:
+    """Confidence of one repaired crop.
+
+    `outside`: share of latent positions whose distance to their code exceeds delta_min / 2
+    (outside the region where the theory guarantees the clean code is chosen).
+    `margin`: mean of (delta_min / 2 - distance) over positions (negative = outside on average).
+    `kept`: share of positions where hysteresis kept the previous frame's code.
+    """
+
+    outside: float
+    margin: float
+    kept: float
+
+
+class IdentityModel:
+    """SOVQAE inference with hysteresis and confidence; fp16 autocast on CUDA."""
+
+    def __init__(
+        self,
+        model: SOVQAE,
+        cfg: ModelConfig,
+        metadata: dict,
+        device: torch.device,
+        hysteresis: float = 0.0,
+    ) -> None:
+        self.model = model.to(device).eval()
+        self.cfg = cfg
+        self.metadata = metadata
+        self.device = device
+        self.resolution: int | None = cfg.resolution
+        crop = metadata.get("crop")
+        self.crop: CropConfig | None = CropConfig.from_dict(crop) if crop else None
+        self.hysteresis = hysteresis
+        self.frame_stats: list[FrameStats] = []
+        self._prev: torch.Tensor | None = None
+        self._fp16 = device.type == "cuda"
+        if device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto", hysteresis: float = 0.0):
+        dev = resolve_device(device)
+        model, cfg, metadata = checkpoint.load(path, device=dev)
+        return cls(model, cfg, metadata, dev, hysteresis)
+
+    def reset(self) -> None:
+        """Forget the previous frame's codes (the next crop starts a new sequence)."""
+        self._prev = None
+
+    @torch.inference_mode()
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        if crops.ndim != 4 or crops.shape[1:] != (self.resolution, self.resolution, 3):
+            raise ValueError(
+                f"crops must be uint8 (B, {self.resolution}, {self.resolution}, 3), "
+                f"got {crops.shape}"
+            )
+        x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+        if self._fp16:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self._fp16):
+            z = self.model.encode(x)
+            margin = self.hysteresis if self._prev is not None else 0.0
+            q = self.model.quantize(z, prev_indices=self._prev, margin=margin)
+            y = self.model.decode(q.z_q)
+        if q.indices is not None:
+            self._prev = q.indices[-1]
+            self._record(q)
+        y = y.float().clamp_(-1, 1).add_(1.0).mul_(127.5).round_()
+        return y.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+    def _record(self, q) -> None:
+        half = float(q.delta_min) / 2
+        dist = q.distances.float().flatten(1)
+        kept = q.kept.float().flatten(1) if q.kept is not None else torch.zeros_like(dist)
+        outside = (dist > half).float().mean(1).cpu().numpy()
+        margin = (half - dist).mean(1).cpu().numpy()
+        kept_share = kept.mean(1).cpu().numpy()
+        self.frame_stats += [
+            FrameStats(float(o), float(m), float(k)) for o, m, k in zip(outside, margin, kept_share)
+        ]

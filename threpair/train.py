@@ -1,0 +1,749 @@
+"""Train an identity-specific SOVQAE on face crops: one explicit loop (nanoGPT style).
+
+Per step: sample a batch (clean crops as targets; generator-like degraded copies as inputs when
+`degrade_inputs`), reconstruction + perceptual-or-fallback + VQ + regularizer (+ GAN after
+`disc_start`), AMP (fp16 + GradScaler on CUDA, fp32 on CPU), gradient clipping, EMA of weights,
+dead-code restart. Periodically: validation of the EMA model, a sample grid PNG, a resumable state
+file. At the end: the theory numbers (delta_min, eps_max, L, NRoUB) and the EMA model written
+with `checkpoint.save`.
+
+Determinism: batch indices, degradations and code restarts depend only on (seed, step, rank),
+and the state file holds everything else, so a resumed run is bit-identical to an uninterrupted
+one on CPU. DDP: launch with torchrun; each rank samples from its own shard of the crops with
+`batch_size` crops per step; only rank 0 validates and writes files.
+
+Files next to `out_path` (e.g. alice.safetensors): alice.state.pt (resume state; deleted by
+nobody, small enough to keep) and alice.samples.png (rows: degraded | restored | real).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from threpair import checkpoint
+from threpair.degrade import random_degradation, simulate_generator
+from threpair.errors import CheckpointError, InputError
+from threpair.losses import (
+    LossConfig,
+    PatchDiscriminator,
+    active_losses,
+    adaptive_weight,
+    feature_matching_loss,
+    fft_loss,
+    gan_active,
+    hinge_d_loss,
+    hinge_g_loss,
+    load_perceptual,
+    reconstruction_loss,
+)
+from threpair.model import SOVQAE, ModelConfig, estimate_lipschitz, num_parameters
+from threpair.quantize import codebook_usage
+
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 3000  # stop after this many steps ...
+    minutes: float | None = None  # ... or after this much wall time, whichever comes first
+    batch_size: int = 8  # per rank
+    lr: float = 5e-4
+    betas: tuple[float, float] = (0.5, 0.9)  # VQGAN's Adam betas (stable with a GAN)
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999  # with warm-up: min(decay, (1 + step) / (10 + step))
+    seed: int = 0
+    degrade_inputs: bool = True  # False: the paper's way (clean crops in, clean crops out)
+    gen_res: int | None = None  # simulated generator resolution; None: resolution * 96 / 256
+    gen_res_jitter: float = 0.25  # training draws gen_res from gen_res * (1 +- jitter)
+    hflip: bool = False  # faces are not symmetric (hair parting, lighting): off by default
+    loss: LossConfig = field(default_factory=LossConfig)
+    disc_start: int = 20_000  # GAN from this step (past a CPU run's length by default)
+    val_every: int = 250
+    val_max_crops: int = 64  # evenly spaced over the validation crops
+    log_every: int = 25
+    state_every: int = 250  # resumable state file every N steps (and at the end / Ctrl-C)
+    sample_rows: int = 6  # sample grid rows (0 = no grid)
+    theory_max_crops: int = 128  # training crops used for delta_min / eps_max at the end
+    lipschitz_crops: int = 4
+    lipschitz_samples: int = 4
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    amp: str = "auto"  # "auto" (fp16 on CUDA, fp32 on CPU) | "fp32" | "bf16" | "fp16" (CUDA)
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch_size < 1:
+            raise InputError("steps must be >= 0 and batch_size >= 1")
+        if self.amp not in ("auto", "fp32", "bf16", "fp16"):
+            raise InputError(f"amp must be auto, fp32, bf16 or fp16, got {self.amp!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# fields that change the trajectory: a resume with different values would not be a resume
+_TRAJECTORY_FIELDS = (
+    "batch_size", "lr", "betas", "warmup_steps", "grad_clip", "ema_decay", "seed",
+    "degrade_inputs", "gen_res", "gen_res_jitter", "hflip", "loss", "disc_start", "amp",
+)  # fmt: skip
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    steps: int  # total steps done (including those before a resume)
+    seconds: float  # total training wall time (including before a resume)
+    stopped_by: str  # "steps" or "minutes"
+    val: dict[str, float]  # last validation
+    history: list[dict[str, float]]  # all validations
+    theory: dict[str, float]  # delta_min, eps_max, lipschitz, nroub, ... (see theory_numbers)
+    losses: list[str]  # the active losses, human-readable
+    resumed_from: int | None  # step the run resumed from, None for a fresh run
+
+
+def state_path(out_path: Path) -> Path:
+    return Path(out_path).with_suffix(".state.pt")
+
+
+def samples_path(out_path: Path) -> Path:
+    return Path(out_path).with_suffix(".samples.png")
+
+
+def default_gen_res(resolution: int) -> int:
+    """Wav2Lip's 96 px face inside a 256-px model, scaled to this resolution."""
+    return max(4, round(resolution * 96 / 256))
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def to_tensor(crops: np.ndarray, device: torch.device) -> Tensor:
+    """uint8 (N, S, S, 3) RGB -> float (N, 3, S, S) in [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(crops)).to(device)
+    return x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(x: Tensor) -> np.ndarray:
+    """float (N, 3, S, S) in [-1, 1] -> uint8 (N, S, S, 3), rounded like the restore output."""
+    y = ((x.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return y.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over images of per-image PSNR (dB) of uint8 (N, H, W, 3) arrays; 100 for identical."""
+    err = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(1)
+    return float(np.mean(10 * np.log10(255.0**2 / np.maximum(err, 1e-10))))
+
+
+def _step_rng(seed: int, step: int, rank: int) -> np.random.Generator:
+    return np.random.default_rng([seed, step, rank])
+
+
+def sample_batch(
+    crops: np.ndarray, cfg: TrainConfig, gen_res: int, step: int, rank: int, world: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets) uint8 (B, S, S, 3) for this step; a pure function of (seed, step, rank).
+
+    Each rank draws from its own shard (every world-th crop) so ranks see different data.
+    """
+    rng = _step_rng(cfg.seed, step, rank)
+    shard = np.arange(rank % len(crops), len(crops), world)
+    idx = shard[rng.integers(0, len(shard), cfg.batch_size)]
+    target = crops[idx]
+    if cfg.hflip:
+        flip = rng.random(cfg.batch_size) < 0.5
+        target = np.where(flip[:, None, None, None], target[:, :, ::-1], target)
+    if not cfg.degrade_inputs:
+        return target, target
+    j = cfg.gen_res_jitter
+    lo = max(2, math.floor(gen_res * (1 - j)))
+    hi = max(lo, min(crops.shape[1], math.ceil(gen_res * (1 + j))))
+    inputs = np.stack([random_degradation(c, rng, (lo, hi)) for c in target])
+    return inputs, target
+
+
+def _evenly(n_total: int, n_max: int) -> np.ndarray:
+    return np.unique(np.linspace(0, n_total - 1, min(n_total, n_max)).round().astype(int))
+
+
+def _data_fingerprint(crops: np.ndarray) -> str:
+    h = hashlib.sha256(str(crops.shape).encode())
+    for i in _evenly(len(crops), 256):
+        h.update(crops[i].tobytes())
+    return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate(
+    model: SOVQAE,
+    crops: np.ndarray,
+    gen_res: int,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+    batch_size: int = 32,
+) -> tuple[dict[str, float], tuple[np.ndarray, np.ndarray]]:
+    """Validation numbers of `model` on uint8 crops, and (degraded, restored) uint8 images.
+
+    psnr_degraded: degraded crop vs real (what the generator gives); psnr_repair: restored from
+    the degraded crop vs real; psnr_recon: clean crop through the model vs real. For VQ models
+    also code_agreement (fraction of positions where the degraded crop gets the clean crop's
+    code), within_radius (fraction of degraded-input latents within delta_min/2 of their code),
+    and codebook usage on the clean crops.
+    """
+    was_training = model.training
+    model.eval()
+    degraded = np.stack([simulate_generator(c, gen_res) for c in crops])
+    restored, recon, agree, within, idx_all = [], [], [], [], []
+    for s in range(0, len(crops), batch_size):
+        xd = to_tensor(degraded[s : s + batch_size], device)
+        xc = to_tensor(crops[s : s + batch_size], device)
+        with torch.autocast(
+            device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+        ):
+            yd, qd = model(xd)
+            yc, qc = model(xc)
+        restored.append(to_uint8(yd))
+        recon.append(to_uint8(yc))
+        if qd.indices is not None and qc.indices is not None and qd.distances is not None:
+            agree.append((qd.indices == qc.indices).float().flatten().cpu())
+            within.append((qd.distances < qd.delta_min / 2).float().flatten().cpu())
+            idx_all.append(qc.indices.flatten().cpu())
+    restored_np, recon_np = np.concatenate(restored), np.concatenate(recon)
+    out = {
+        "psnr_degraded": psnr_uint8(degraded, crops),
+        "psnr_repair": psnr_uint8(restored_np, crops),
+        "psnr_recon": psnr_uint8(recon_np, crops),
+    }
+    if idx_all:
+        out["code_agreement"] = float(torch.cat(agree).mean())
+        out["within_radius"] = float(torch.cat(within).mean())
+        out.update(codebook_usage(torch.cat(idx_all), model.cfg.codebook_size))
+    model.train(was_training)
+    return out, (degraded, restored_np)
+
+
+@torch.no_grad()
+def theory_numbers(
+    model: SOVQAE,
+    crops: np.ndarray,
+    device: torch.device,
+    lipschitz_crops: int = 4,
+    lipschitz_samples: int = 4,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The paper's robustness numbers on clean (training) crops, in fp32.
+
+    delta_min: min distance between codes; eps_max / eps_mean: max / mean distance of a clean
+    latent to its nearest code; lipschitz: empirical L of the encoder (image L2 norm in [-1, 1]
+    units -> latent L2 norm); nroub = (delta_min / 2 - eps_max) / L, an image-space L2 radius
+    (negative: no guarantee); nroub_rms: the same as a per-pixel RMS, and nroub_psnr_db: the
+    PSNR of a perturbation of that RMS (degradations above this PSNR are provably repaired).
+    """
+    was_training = model.training
+    model.eval()
+    zs, idx = [], []
+    dists = []
+    for s in range(0, len(crops), 32):
+        x = to_tensor(crops[s : s + 32], device)
+        q = model.quantize(model.encode(x))
+        zs.append(q.z)
+        if q.indices is not None and q.distances is not None:
+            idx.append(q.indices.flatten().cpu())
+            dists.append(q.distances.flatten().cpu())
+    gen = torch.Generator(device=device).manual_seed(seed)
+    xl = to_tensor(crops[_evenly(len(crops), lipschitz_crops)], device)
+    lip = estimate_lipschitz(model.encode, xl, n=lipschitz_samples, generator=gen)
+    out: dict[str, float] = {"lipschitz": lip}
+    if model.quantizer is not None:
+        d = torch.cat(dists)
+        dmin = float(q.delta_min)
+        eps_max = float(d.max())
+        nroub = (dmin / 2 - eps_max) / max(lip, 1e-12)
+        rms = nroub / math.sqrt(crops[0].size) if nroub > 0 else float("nan")
+        out.update(
+            delta_min=dmin,
+            eps_max=eps_max,
+            eps_mean=float(d.mean()),
+            eps_p99=float(d.quantile(0.99)),
+            within_radius=float((d < dmin / 2).float().mean()),
+            nroub=nroub,
+            nroub_rms=rms,
+            nroub_psnr_db=20 * math.log10(2.0 / rms) if nroub > 0 else float("nan"),
+        )
+        out.update(codebook_usage(torch.cat(idx), model.cfg.codebook_size))
+    model.train(was_training)
+    return out
+
+
+def write_sample_grid(
+    path: Path, degraded: np.ndarray, restored: np.ndarray, real: np.ndarray, rows: int
+) -> None:
+    """PNG with `rows` rows of degraded | restored | real (evenly spaced over the inputs)."""
+    sel = _evenly(len(real), rows)
+    grid = np.concatenate([np.concatenate([degraded[i], restored[i], real[i]], 1) for i in sel], 0)
+    scale = max(1, 128 // real.shape[1])  # tiny crops are upscaled so the grid is viewable
+    if scale > 1:
+        grid = cv2.resize(grid, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    cv2.imwrite(str(path), np.ascontiguousarray(grid[..., ::-1]))
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+class _DeferredInterrupt:
+    """First Ctrl-C: finish the current step, save state, then raise KeyboardInterrupt.
+    Second Ctrl-C: raise at once. Only installable from the main thread."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: Any = None
+        self._installed = False
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handler)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def _resolve_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        name = f"cuda:{local_rank}"
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("device cuda requested but no CUDA GPU is available: use --device cpu")
+    return dev
+
+
+def _resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    if amp == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    if amp == "fp16" and device.type != "cuda":
+        raise InputError("fp16 training needs CUDA; on CPU use amp='fp32' or 'bf16'")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def _check_crops(name: str, crops: np.ndarray, resolution: int) -> None:
+    if (
+        not isinstance(crops, np.ndarray)
+        or crops.dtype != np.uint8
+        or crops.ndim != 4
+        or crops.shape[1:] != (resolution, resolution, 3)
+        or len(crops) == 0
+    ):
+        got = (
+            f"{crops.dtype} {crops.shape}"
+            if isinstance(crops, np.ndarray)
+            else type(crops).__name__
+        )
+        raise InputError(
+            f"{name} crops must be uint8 (N, {resolution}, {resolution}, 3) RGB with N >= 1 for "
+            f"this model, got {got}"
+        )
+
+
+def _save_state(path: Path, state: dict) -> None:
+    tmp = path.with_name(f".{path.name}.threpair-tmp{os.getpid()}")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _load_state(path: Path, device: torch.device) -> dict:
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        raise CheckpointError(
+            f"{path}: unreadable training state ({e}): delete it to start over"
+        ) from e
+    if not isinstance(state, dict) or state.get("state_version") != STATE_VERSION:
+        raise CheckpointError(f"{path}: not a threpair training state: delete it to start over")
+    return state
+
+
+def _lr_at(step: int, cfg: TrainConfig) -> float:
+    return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train(
+    train_crops: np.ndarray,
+    val_crops: np.ndarray,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    out_path: Path,
+    metadata: dict,
+    resume: bool = False,
+    on_progress: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Train on uint8 RGB crops (N, S, S, 3), S = model_cfg.resolution, in time order; write the
+    EMA model to `out_path` (.safetensors) with `metadata` plus a "training" entry.
+
+    resume=True continues from `<out>.state.pt` when it exists (same model config, trajectory
+    settings and data required; steps/minutes may grow). on_progress (rank 0 only) receives dicts
+    with "event": "start" | "log" | "val" | "end". Ctrl-C: the current step finishes, the state
+    is saved, and KeyboardInterrupt is raised; resume later with resume=True.
+    """
+    out_path = Path(out_path)
+    tc = train_cfg
+    _check_crops("training", train_crops, model_cfg.resolution)
+    _check_crops("validation", val_crops, model_cfg.resolution)
+    gen_res = tc.gen_res or default_gen_res(model_cfg.resolution)
+
+    # ---- distributed setup (torchrun sets WORLD_SIZE / RANK / LOCAL_RANK)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = _resolve_device(tc.device, local_rank)
+    own_group = False
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        own_group = True
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    master = rank == 0
+    if master:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+    autocast_dtype = _resolve_amp(tc.amp, device)
+    use_scaler = autocast_dtype == torch.float16
+
+    # ---- model, EMA copy, discriminator, optimizers
+    torch.manual_seed(tc.seed)
+    raw = SOVQAE(model_cfg).to(device)
+    ema = copy.deepcopy(raw).eval().requires_grad_(False)
+    disc_raw = PatchDiscriminator(
+        3, tc.loss.disc_channels or model_cfg.base_channels, tc.loss.disc_layers
+    ).to(device)
+    model: torch.nn.Module = raw
+    disc: torch.nn.Module = disc_raw
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        model = DDP(raw, device_ids=ids)
+        disc = DDP(disc_raw, device_ids=ids)
+    opt_g = torch.optim.Adam(raw.parameters(), lr=tc.lr, betas=tc.betas)
+    opt_d = torch.optim.Adam(disc_raw.parameters(), lr=tc.lr, betas=tc.betas)
+    scaler_g = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    scaler_d = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    perceptual, perceptual_note = load_perceptual(tc.loss.vgg_path, tc.loss.lpips_path)
+    if perceptual is not None:
+        perceptual = perceptual.to(device)
+    losses = active_losses(
+        tc.loss,
+        perceptual_note,
+        perceptual is not None,
+        tc.disc_start,
+        model_cfg.use_vq,
+        model_cfg.beta,
+        model_cfg.reg_weight,
+        model_cfg.delta,
+        model_cfg.dead_code_after,
+    )
+
+    # ---- resume
+    spath = state_path(out_path)
+    fingerprint = _data_fingerprint(train_crops)
+    traj = {k: tc.to_dict()[k] for k in _TRAJECTORY_FIELDS}
+    step, elapsed, history, resumed_from = 0, 0.0, [], None
+    if resume and spath.is_file():
+        st = _load_state(spath, device)
+        if (
+            st["model_cfg"] != model_cfg.to_dict()
+            or st["traj"] != _plain(traj)
+            or st["data"] != fingerprint
+        ):
+            raise InputError(
+                f"{spath} was written for another model config, training settings or data: "
+                "use the same settings, or delete the state file to start over"
+            )
+        raw.load_state_dict(st["model"])
+        ema.load_state_dict(st["ema"])
+        disc_raw.load_state_dict(st["disc"])
+        opt_g.load_state_dict(st["opt_g"])
+        opt_d.load_state_dict(st["opt_d"])
+        scaler_g.load_state_dict(st["scaler_g"])
+        scaler_d.load_state_dict(st["scaler_d"])
+        step, elapsed, history = st["step"], st["elapsed"], list(st["history"])
+        resumed_from = step
+
+    def state_dict() -> dict:
+        return {
+            "state_version": STATE_VERSION,
+            "model_cfg": model_cfg.to_dict(),
+            "traj": _plain(traj),
+            "data": fingerprint,
+            "step": step,
+            "elapsed": elapsed,
+            "history": history,
+            "model": raw.state_dict(),
+            "ema": ema.state_dict(),
+            "disc": disc_raw.state_dict(),
+            "opt_g": opt_g.state_dict(),
+            "opt_d": opt_d.state_dict(),
+            "scaler_g": scaler_g.state_dict(),
+            "scaler_d": scaler_d.state_dict(),
+        }
+
+    def emit(event: dict) -> None:
+        if master and on_progress is not None:
+            on_progress(event)
+
+    val_sel = val_crops[_evenly(len(val_crops), tc.val_max_crops)]
+    last_val: dict[str, float] = dict(history[-1]) if history else {}
+
+    def validate() -> None:
+        nonlocal last_val
+        if not master:
+            return
+        metrics, (deg, res) = evaluate(ema, val_sel, gen_res, device, autocast_dtype)
+        last_val = {"step": float(step), **metrics}
+        history.append(last_val)
+        if tc.sample_rows > 0:
+            write_sample_grid(samples_path(out_path), deg, res, val_sel, tc.sample_rows)
+        emit({"event": "val", **last_val})
+
+    emit({
+        "event": "start", "losses": losses, "parameters": num_parameters(raw),
+        "device": str(device), "amp": str(autocast_dtype), "world_size": world,
+        "resumed_from": resumed_from, "gen_res": gen_res,
+    })  # fmt: skip
+
+    raw.train()
+    stopped_by = "steps"
+    t_last, step_last = time.perf_counter(), step
+    # wall time of this session, validation included, on top of the time before a resume
+    t_start, elapsed_before = time.perf_counter(), elapsed
+    interrupt = _DeferredInterrupt()
+    in_step = False
+    try:
+        with interrupt:
+            while step < tc.steps:
+                elapsed = elapsed_before + time.perf_counter() - t_start
+                if _agree_stop(
+                    tc.minutes is not None and elapsed >= tc.minutes * 60, world, device
+                ):
+                    stopped_by = "minutes"
+                    break
+                in_step = True
+                logs = _train_step(
+                    model, raw, ema, disc, disc_raw, opt_g, opt_d, scaler_g, scaler_d, perceptual,
+                    train_crops, tc, gen_res, step, rank, world, device, autocast_dtype,
+                )  # fmt: skip
+                step += 1
+                elapsed = elapsed_before + time.perf_counter() - t_start
+                in_step = False
+                if step % tc.log_every == 0 or step == tc.steps:
+                    now = time.perf_counter()
+                    sps = (step - step_last) / max(now - t_last, 1e-9)
+                    t_last, step_last = now, step
+                    emit(
+                        {
+                            "event": "log",
+                            "step": step,
+                            "steps_per_s": sps,
+                            "elapsed": elapsed,
+                            **logs,
+                        }
+                    )
+                if tc.val_every > 0 and step % tc.val_every == 0:
+                    validate()
+                if master and tc.state_every > 0 and step % tc.state_every == 0:
+                    _save_state(spath, state_dict())
+                if _agree_stop(interrupt.requested, world, device):
+                    raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        # only a step boundary is a consistent state; mid-step the last periodic save stands
+        if master and not in_step:
+            _save_state(spath, state_dict())
+        if own_group:
+            dist.destroy_process_group()
+        raise
+
+    result_val = last_val
+    theory: dict[str, float] = {}
+    if master:
+        if not history or history[-1].get("step") != float(step):
+            validate()
+        result_val = last_val
+        theory = theory_numbers(
+            ema, train_crops[_evenly(len(train_crops), tc.theory_max_crops)], device,
+            tc.lipschitz_crops, tc.lipschitz_samples, tc.seed,
+        )  # fmt: skip
+        _save_state(spath, state_dict())
+        training = {
+            "steps": step, "seconds": elapsed, "stopped_by": stopped_by, "gen_res": gen_res,
+            "train_crops": len(train_crops), "val_crops": len(val_crops), "world_size": world,
+            "train_config": tc.to_dict(), "losses": losses, "val": result_val,
+            "theory": theory, "history": history,
+        }  # fmt: skip
+        checkpoint.save(out_path, ema, model_cfg, {**metadata, "training": training})
+        emit(
+            {"event": "end", "step": step, "elapsed": elapsed, "val": result_val, "theory": theory}
+        )
+    if world > 1:
+        dist.barrier()
+    if own_group:
+        dist.destroy_process_group()
+    return TrainResult(
+        checkpoint=out_path, steps=step, seconds=elapsed, stopped_by=stopped_by, val=result_val,
+        history=history, theory=theory, losses=losses, resumed_from=resumed_from,
+    )  # fmt: skip
+
+
+def _plain(obj: Any) -> Any:
+    """Tuples -> lists, dataclass dicts as plain dicts, so configs compare equal after a reload."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _agree_stop(flag: bool, world: int, device: torch.device) -> bool:
+    """All ranks stop together (clocks and Ctrl-C differ per rank; a lone rank would hang)."""
+    if world == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def _train_step(
+    model: torch.nn.Module,
+    raw: SOVQAE,
+    ema: SOVQAE,
+    disc: torch.nn.Module,
+    disc_raw: PatchDiscriminator,
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,
+    scaler_g: torch.amp.GradScaler,
+    scaler_d: torch.amp.GradScaler,
+    perceptual: torch.nn.Module | None,
+    crops: np.ndarray,
+    tc: TrainConfig,
+    gen_res: int,
+    step: int,
+    rank: int,
+    world: int,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+) -> dict[str, float]:
+    lc, mc = tc.loss, raw.cfg
+    inputs, targets = sample_batch(crops, tc, gen_res, step, rank, world)
+    x_in, x = to_tensor(inputs, device), to_tensor(targets, device)
+    lr = _lr_at(step, tc)
+    for opt in (opt_g, opt_d):
+        for g in opt.param_groups:
+            g["lr"] = lr
+    use_gan = gan_active(step, tc.disc_start, lc)
+    autocast = torch.autocast(
+        device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+    )
+
+    # ---- autoencoder
+    with autocast:
+        x_rec, q = model(x_in)
+        rec = reconstruction_loss(x_rec, x, lc.rec)
+        nll = lc.rec_weight * rec
+        if perceptual is not None and lc.perceptual_weight > 0:
+            perc = perceptual(x_rec, x)
+            nll = nll + lc.perceptual_weight * perc
+        elif lc.fft_weight > 0:
+            perc = fft_loss(x_rec, x)
+            nll = nll + lc.fft_weight * perc
+        else:
+            perc = torch.zeros((), device=device)
+        loss = nll + q.vq_loss + mc.reg_weight * q.reg_loss
+        g_adv = torch.zeros((), device=device)
+        if use_gan:
+            # the raw discriminator: its grads here are discarded, so no DDP sync is needed
+            logits_fake, feats_fake = disc_raw(x_rec)
+            g_adv = hinge_g_loss(logits_fake)
+            if perceptual is None and lc.fm_weight > 0:
+                _, feats_real = disc_raw(x)
+                nll_fm = feature_matching_loss(feats_fake, feats_real)
+                loss = loss + lc.fm_weight * nll_fm
+            weight = adaptive_weight(nll, g_adv, raw.last_layer) * lc.disc_weight
+            loss = loss + weight * g_adv
+    opt_g.zero_grad(set_to_none=True)
+    scaler_g.scale(loss).backward()
+    scaler_g.unscale_(opt_g)
+    if tc.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(raw.parameters(), tc.grad_clip)
+    scaler_g.step(opt_g)
+    scaler_g.update()
+
+    # ---- discriminator
+    d_loss = torch.zeros((), device=device)
+    if use_gan:
+        opt_d.zero_grad(set_to_none=True)
+        with autocast:
+            logits_real, _ = disc(x)
+            logits_fake, _ = disc(x_rec.detach())
+            d_loss = hinge_d_loss(logits_real, logits_fake)
+        scaler_d.scale(d_loss).backward()
+        scaler_d.step(opt_d)
+        scaler_d.update()
+
+    # ---- EMA, then dead-code restart (restarted rows are copied into the EMA model too)
+    with torch.no_grad():
+        decay = min(tc.ema_decay, (1 + step) / (10 + step))
+        for ep, rp in zip(ema.parameters(), raw.parameters(), strict=True):
+            ep.lerp_(rp, 1.0 - decay)
+        for eb, rb in zip(ema.buffers(), raw.buffers(), strict=True):
+            eb.copy_(rb)
+        restarted = 0
+        if raw.quantizer is not None and ema.quantizer is not None and q.indices is not None:
+            gen = torch.Generator(device=device).manual_seed(tc.seed * 1_000_003 + step)
+            dead = raw.quantizer.update_usage(q.indices, q.z, generator=gen)
+            restarted = int(dead.numel())
+            if restarted:
+                ema.quantizer.codebook[dead] = raw.quantizer.codebook[dead]
+            ema.quantizer.unused_steps.copy_(raw.quantizer.unused_steps)
+
+    return {
+        "loss": float(loss.detach()),
+        "rec": float(rec.detach()),
+        "perc": float(perc.detach()),
+        "vq": float(q.vq_loss.detach()),
+        "reg": float(q.reg_loss.detach()),
+        "delta_min": float(q.delta_min),
+        "g_adv": float(g_adv.detach()),
+        "d_loss": float(d_loss.detach()),
+        "restarted": float(restarted),
+        "lr": lr,
+    }
