@@ -21,6 +21,7 @@ from rich.table import Table
 
 from threpair import __version__
 from threpair.config import (
+    ConfidenceConfig,
     CropConfig,
     DetectConfig,
     EncodeConfig,
@@ -105,7 +106,7 @@ def main_options(
     """Repair lip-synced talking-head video with a model trained on the real person."""
 
 
-def load_face_model(spec: str, device: str):
+def load_face_model(spec: str, device: str, hysteresis: float = 0.0):
     """`passthrough` or a checkpoint path -> a FaceModel."""
     from threpair.restore import Passthrough
 
@@ -116,7 +117,7 @@ def load_face_model(spec: str, device: str):
         raise InputError(f"{spec}: model not found (give a .safetensors file or 'passthrough')")
     from threpair.inference import IdentityModel
 
-    return IdentityModel.load(path, device=device)
+    return IdentityModel.load(path, device=device, hysteresis=hysteresis)
 
 
 @app.command()
@@ -152,6 +153,21 @@ def restore(
     codec: Annotated[str, typer.Option(help="Video encoder.")] = "libx264",
     batch_size: Annotated[int, typer.Option(help="Crops per model call.")] = 8,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    hysteresis: Annotated[
+        float,
+        typer.Option(
+            help="Keep last frame's code unless the new one is nearer by this x delta_min."
+        ),
+    ] = 0.0,
+    confidence_blend: Annotated[
+        bool, typer.Option(help="Paste low-confidence frames at reduced strength.")
+    ] = True,
+    min_strength: Annotated[
+        float, typer.Option(help="Paste strength for frames far outside the confident range.")
+    ] = 0.25,
+    report: Annotated[
+        Path | None, typer.Option(help="Write per-frame confidence, detection and timing JSON.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -168,7 +184,7 @@ def restore(
             raise InputError(f"--paste-mode {paste_mode}: use replace or residual")
         if detector not in ("retinaface", "s3fd"):
             raise InputError(f"--detector {detector}: use retinaface or s3fd")
-        face_model = load_face_model(model, device)
+        face_model = load_face_model(model, device, hysteresis)
         size = face_model.resolution or CropConfig().size
         cfg = PipelineConfig(
             detect=DetectConfig(
@@ -181,15 +197,18 @@ def restore(
             crop=getattr(face_model, "crop", None) or CropConfig(size=size, margin=margin),
             paste=PasteConfig(region=region, color_match=color_match, mode=paste_mode),  # type: ignore[arg-type]
             encode=EncodeConfig(codec=codec, crf=crf, preset=preset),
+            confidence=ConfidenceConfig(enabled=confidence_blend, min_strength=min_strength),
         )
         with progress_bars(not quiet and not json_out) as progress:
             summary = restore_video(
                 input, output, face_model, cfg, batch_size=batch_size, progress=progress
             )
+    if report is not None:
+        report.write_text(json.dumps(asdict(summary), indent=1))
     for w in summary.warnings:
         err.print(f"[yellow]warning:[/] {w}", highlight=False)
     if json_out:
-        print(json.dumps(asdict(summary)))
+        print(json.dumps({k: v for k, v in asdict(summary).items() if k != "per_frame"}))
     elif not quiet:
         out.print(
             f"[green]wrote[/] {summary.output}: {summary.frames} frames, face in "

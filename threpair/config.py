@@ -100,6 +100,29 @@ class EncodeConfig:
 
 
 @dataclass(frozen=True)
+class ConfidenceConfig:
+    """How per-frame confidence turns into paste strength.
+
+    A frame's `outside` is the share of latent positions farther than delta_min / 2 from
+    their code. Clean training crops already have some (`baseline`, read from the
+    checkpoint). Paste strength is 1 up to baseline + `slack`, then falls linearly to
+    `min_strength` at baseline + slack + `span`: a frame the model does not recognise is
+    blended less instead of hallucinated. `enabled=False` always pastes at full strength.
+    """
+
+    enabled: bool = True
+    slack: float = 0.15
+    span: float = 0.35
+    min_strength: float = 0.25
+
+    def strength(self, outside: float, baseline: float) -> float:
+        if not self.enabled:
+            return 1.0
+        excess = (outside - baseline - self.slack) / max(self.span, 1e-6)
+        return float(min(1.0, max(self.min_strength, 1.0 - excess * (1 - self.min_strength))))
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """Everything `restore` needs besides the model."""
 
@@ -108,3 +131,4 @@ class PipelineConfig:
     crop: CropConfig = field(default_factory=CropConfig)
     paste: PasteConfig = field(default_factory=PasteConfig)
     encode: EncodeConfig = field(default_factory=EncodeConfig)
+    confidence: ConfidenceConfig = field(default_factory=ConfidenceConfig)

@@ -20,6 +20,7 @@ import torch
 from threpair import checkpoint
 from threpair.config import CropConfig
 from threpair.model import SOVQAE, ModelConfig
+from threpair.quantize import delta_min
 
 
 def resolve_device(name: str) -> torch.device:
@@ -64,6 +65,15 @@ class IdentityModel:
         self.crop: CropConfig | None = CropConfig.from_dict(crop) if crop else None
         self.hysteresis = hysteresis
         self.frame_stats: list[FrameStats] = []
+        self.last_stats: list[FrameStats] = []
+        theory = metadata.get("training", {}).get("theory", {})
+        # Share of positions outside delta_min / 2 on clean training crops: the baseline that
+        # per-frame confidence is judged against.
+        self.outside_baseline = 1.0 - float(theory.get("within_radius") or 0.0)
+        if self.model.quantizer is not None:
+            self.delta_min = float(delta_min(self.model.quantizer.embeddings().detach().float()))
+        else:
+            self.delta_min = float("nan")
         self._prev: torch.Tensor | None = None
         self._fp16 = device.type == "cuda"
         if device.type == "cuda":
@@ -71,6 +81,7 @@ class IdentityModel:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", hysteresis: float = 0.0):
+        """Load a checkpoint; `hysteresis` is the code-switch margin as a fraction of delta_min."""
         dev = resolve_device(device)
         model, cfg, metadata = checkpoint.load(path, device=dev)
         return cls(model, cfg, metadata, dev, hysteresis)
@@ -92,7 +103,7 @@ class IdentityModel:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self._fp16):
             z = self.model.encode(x)
-            margin = self.hysteresis if self._prev is not None else 0.0
+            margin = self.hysteresis * self.delta_min if self._prev is not None else 0.0
             q = self.model.quantize(z, prev_indices=self._prev, margin=margin)
             y = self.model.decode(q.z_q)
         if q.indices is not None:
@@ -108,6 +119,7 @@ class IdentityModel:
         outside = (dist > half).float().mean(1).cpu().numpy()
         margin = (half - dist).mean(1).cpu().numpy()
         kept_share = kept.mean(1).cpu().numpy()
-        self.frame_stats += [
+        self.last_stats = [
             FrameStats(float(o), float(m), float(k)) for o, m, k in zip(outside, margin, kept_share)
         ]
+        self.frame_stats += self.last_stats

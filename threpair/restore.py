@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -88,6 +88,8 @@ class RestoreSummary:
     height: int
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    confidence: dict[str, float] = field(default_factory=dict)
+    per_frame: list[dict] = field(default_factory=list, repr=False)
 
     @property
     def frames_per_second(self) -> float:
@@ -189,19 +191,30 @@ def process_batch(
     model: FaceModel,
     cfg: PipelineConfig,
     size: int,
-) -> list[np.ndarray]:
-    """Crop -> model -> paste for a batch of frames; frames without geometry pass through."""
+    baseline: float = 0.0,
+) -> tuple[list[np.ndarray], list[dict]]:
+    """Crop -> model -> paste for consecutive frames; frames without geometry pass through.
+
+    Returns the frames and one report record per frame (face found, confidence, strength).
+    """
     idx = [i for i, g in enumerate(geometry) if g is not None]
+    records: list[dict] = [{"face": g is not None} for g in geometry]
     if not idx:
-        return frames
+        return frames, records
     mats = [crop_matrix(geometry[i], size) for i in idx]  # type: ignore[arg-type]
     crops = np.stack([warp_crop(frames[i], m, size) for i, m in zip(idx, mats)])
     outs = model(crops)
+    stats = getattr(model, "last_stats", None) or [None] * len(idx)
     mask = region_mask(size, cfg.paste.region, cfg.crop, cfg.paste.feather)
     result = list(frames)
     for j, (i, m) in enumerate(zip(idx, mats)):
-        result[i] = paste(frames[i], outs[j], crops[j], m, mask, cfg.paste)
-    return result
+        strength = 1.0
+        if stats[j] is not None:
+            strength = cfg.confidence.strength(stats[j].outside, baseline)
+            records[i].update(asdict(stats[j]))
+        records[i]["strength"] = strength
+        result[i] = paste(frames[i], outs[j], crops[j], m, mask, cfg.paste, strength)
+    return result, records
 
 
 def render(
@@ -212,34 +225,51 @@ def render(
     cfg: PipelineConfig,
     batch_size: int = 8,
     progress: ProgressFn | None = None,
-) -> int:
-    """Second pass: write the restored video to `out_path` (atomically). Returns frame count."""
+) -> list[dict]:
+    """Second pass: write the restored video to `out_path` (atomically).
+
+    Returns one record per written frame: whether the face was detected / pasted, and for
+    identity models the confidence numbers and the paste strength used.
+    """
     size = model.resolution or cfg.crop.size
     audio = info.path if info.has_audio else None
-    done = 0
+    baseline = float(getattr(model, "outside_baseline", 0.0))
+    reset = getattr(model, "reset", None)
+    records: list[dict] = []
     with VideoWriter(out_path, info.width, info.height, info.fps, audio, cfg.encode) as writer:
         frames: list[np.ndarray] = []
         geo: list[np.ndarray | None] = []
 
         def flush() -> None:
-            nonlocal done
-            for frame in process_batch(frames, geo, model, cfg, size):
+            out, recs = process_batch(frames, geo, model, cfg, size, baseline)
+            for frame in out:
                 writer.write(frame)
-            done += len(frames)
+            records.extend(recs)
             frames.clear()
             geo.clear()
             if progress is not None:
-                progress("restore", done, analysis.n_frames)
+                progress("restore", len(records), analysis.n_frames)
 
+        had_face = False
         for i, frame in enumerate(prefetch(read_frames(info), 2 * batch_size)):
             g = analysis.geometry[i] if i < analysis.n_frames else None
+            g = None if g is None or np.isnan(g[0]) else g
+            if g is not None and not had_face and reset is not None:
+                # The face (re)appears: a new sequence for code hysteresis.
+                if frames:
+                    flush()
+                reset()
+            had_face = g is not None
             frames.append(frame)
-            geo.append(None if g is None or np.isnan(g[0]) else g)
+            geo.append(g)
             if len(frames) == batch_size:
                 flush()
         if frames:
             flush()
-    return done
+    for i, r in enumerate(records):
+        r["frame"] = i
+        r["detected"] = bool(i < analysis.n_frames and analysis.detected[i])
+    return records
 
 
 def restore_video(
@@ -275,8 +305,15 @@ def restore_video(
     if info.vfr:
         warnings.append(f"{in_path}: variable frame rate; written at a constant {info.fps} fps")
     t1 = time.perf_counter()
-    frames = render(info, analysis, out_path, model, cfg, batch_size, progress)
+    records = render(info, analysis, out_path, model, cfg, batch_size, progress)
     t2 = time.perf_counter()
+    frames = len(records)
+    confidence = summarize_confidence(records)
+    if confidence.get("blended_less", 0):
+        warnings.append(
+            f"{in_path}: {confidence['blended_less']} of {frames} frames were outside the "
+            "model's confident range and pasted at reduced strength"
+        )
     return RestoreSummary(
         input=str(in_path),
         output=str(out_path),
@@ -288,4 +325,20 @@ def restore_video(
         height=info.height,
         seconds={"analyze": t1 - t0, "render": t2 - t1, "total": t2 - t0},
         warnings=warnings,
+        confidence=confidence,
+        per_frame=records,
     )
+
+
+def summarize_confidence(records: list[dict]) -> dict[str, float]:
+    """Aggregate per-frame confidence: mean outside share and margin, frames blended less."""
+    scored = [r for r in records if "outside" in r]
+    if not scored:
+        return {}
+    return {
+        "frames_scored": len(scored),
+        "outside_mean": float(np.mean([r["outside"] for r in scored])),
+        "margin_mean": float(np.mean([r["margin"] for r in scored])),
+        "kept_mean": float(np.mean([r["kept"] for r in scored])),
+        "blended_less": int(sum(r["strength"] < 1.0 for r in scored)),
+    }
