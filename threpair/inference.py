@@ -11,7 +11,7 @@ lost). Per-frame confidence from the theory is recorded in `frame_stats`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ import torch
 from threpair import checkpoint
 from threpair.config import CropConfig
 from threpair.model import SOVQAE, ModelConfig
-from threpair.quantize import delta_min
+from threpair.quantize import QuantizeResult, delta_min
 
 
 def resolve_device(name: str) -> torch.device:
@@ -97,14 +97,15 @@ class IdentityModel:
                 f"crops must be uint8 (B, {self.resolution}, {self.resolution}, 3), "
                 f"got {crops.shape}"
             )
+        if not crops.flags.writeable:  # e.g. a memory-mapped crop cache
+            crops = crops.copy()
         x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device, non_blocking=True)
         x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
         if self._fp16:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self._fp16):
             z = self.model.encode(x)
-            margin = self.hysteresis * self.delta_min if self._prev is not None else 0.0
-            q = self.model.quantize(z, prev_indices=self._prev, margin=margin)
+            q = self._quantize_sequence(z)
             y = self.model.decode(q.z_q)
         if q.indices is not None:
             self._prev = q.indices[-1]
@@ -112,7 +113,33 @@ class IdentityModel:
         y = y.float().clamp_(-1, 1).add_(1.0).mul_(127.5).round_()
         return y.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
-    def _record(self, q) -> None:
+    def _quantize_sequence(self, z: torch.Tensor) -> QuantizeResult:
+        """Quantize a batch of consecutive frames, chaining hysteresis through it.
+
+        The first frame of a sequence has no predecessor: it gets plain 1-NN, and the rest of
+        the batch chains from it, so results do not depend on how frames are batched.
+        """
+        if self.hysteresis <= 0 or self.model.quantizer is None:
+            return self.model.quantize(z)
+        margin = self.hysteresis * self.delta_min
+        if self._prev is not None:
+            return self.model.quantize(z, prev_indices=self._prev, margin=margin)
+        first = self.model.quantize(z[:1])
+        if len(z) == 1:
+            return first
+        rest = self.model.quantize(z[1:], prev_indices=first.indices[0], margin=margin)
+        cat = lambda a, b: None if a is None else torch.cat([a, b])  # noqa: E731
+        return replace(
+            rest,
+            z_q=torch.cat([first.z_q, rest.z_q]),
+            z=torch.cat([first.z, rest.z]),
+            indices=cat(first.indices, rest.indices),
+            distances=cat(first.distances, rest.distances),
+            gap=cat(first.gap, rest.gap),
+            kept=cat(first.kept, rest.kept),
+        )
+
+    def _record(self, q: QuantizeResult) -> None:
         half = float(q.delta_min) / 2
         dist = q.distances.float().flatten(1)
         kept = q.kept.float().flatten(1) if q.kept is not None else torch.zeros_like(dist)

@@ -1,0 +1,106 @@
+"""A trained identity model inside the restore pipeline: batching, hysteresis, confidence."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from threpair.config import CropConfig, PipelineConfig
+from threpair.data import extract_crops
+from threpair.inference import IdentityModel
+from threpair.metrics import temporal_error_noref
+from threpair.model import PRESETS
+from threpair.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, clip):
+    """The tiny preset trained for a few seconds on the synthetic clip's face crops."""
+    tmp = tmp_path_factory.mktemp("model")
+    torch.set_num_threads(1)
+    cfg = PipelineConfig(crop=CropConfig(size=32))
+    cs = extract_crops(clip, cfg, use_cache=False)
+    tr, va = cs.split(0.2)
+    tc = TrainConfig(steps=150, batch_size=8, val_every=150, log_every=50, sample_rows=0)
+    meta = {"crop": cfg.crop.to_dict()}
+    result = train(np.asarray(tr), np.asarray(va), PRESETS["tiny"], tc, tmp / "m.safetensors", meta)
+    return result.checkpoint, np.asarray(cs.crops)
+
+
+def run_in_batches(model: IdentityModel, crops: np.ndarray, batch: int) -> np.ndarray:
+    model.reset()
+    return np.concatenate([model(crops[i : i + batch]) for i in range(0, len(crops), batch)])
+
+
+def test_batch_size_does_not_change_results(trained):
+    path, crops = trained
+    model = IdentityModel.load(path, device="cpu", hysteresis=0.3)
+    one = run_in_batches(model, crops[:16], 1)
+    stats_one = [s.kept for s in model.frame_stats]
+    model.frame_stats.clear()
+    eight = run_in_batches(model, crops[:16], 8)
+    stats_eight = [s.kept for s in model.frame_stats]
+    assert np.abs(one.astype(int) - eight).mean() < 0.05
+    assert np.allclose(stats_one, stats_eight, atol=0.02)
+
+
+def test_hysteresis_reduces_flicker(trained):
+    path, crops = trained
+    rng = np.random.default_rng(0)
+    still = np.repeat(crops[10:11], 24, axis=0).astype(np.int16)
+    noisy = np.clip(still + rng.normal(0, 6, still.shape), 0, 255).astype(np.uint8)
+    plain = IdentityModel.load(path, device="cpu", hysteresis=0.0)
+    sticky = IdentityModel.load(path, device="cpu", hysteresis=0.5)
+    flicker_plain = temporal_error_noref(list(run_in_batches(plain, noisy, 8)))
+    flicker_sticky = temporal_error_noref(list(run_in_batches(sticky, noisy, 8)))
+    assert flicker_sticky < flicker_plain
+    assert np.mean([s.kept for s in sticky.frame_stats[1:]]) > 0
+
+
+def test_confidence_drops_on_heavy_noise(trained):
+    path, crops = trained
+    model = IdentityModel.load(path, device="cpu")
+    clean = crops[:16]
+    rng = np.random.default_rng(1)
+    noise = np.clip(clean + rng.normal(0, 80, clean.shape), 0, 255).astype(np.uint8)
+    model(clean)
+    clean_stats = model.last_stats
+    model.reset()
+    model(noise)
+    noise_stats = model.last_stats
+    assert np.mean([s.outside for s in noise_stats]) > np.mean([s.outside for s in clean_stats])
+    assert np.mean([s.margin for s in noise_stats]) < np.mean([s.margin for s in clean_stats])
+    cfg = PipelineConfig().confidence
+    base = model.outside_baseline
+    assert np.mean([cfg.strength(s.outside, base) for s in clean_stats]) >= np.mean(
+        [cfg.strength(s.outside, base) for s in noise_stats]
+    )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 path needs CUDA")
+def test_fp16_matches_fp32(trained):
+    path, crops = trained
+    gpu = IdentityModel.load(path, device="cuda")
+    cpu = IdentityModel.load(path, device="cpu")
+    a, b = gpu(crops[:16]).astype(int), cpu(crops[:16]).astype(int)
+    assert np.abs(a - b).mean() < 2.0
+
+
+def test_restore_with_model_writes_report(tmp_path, trained, clip):
+    path, _ = trained
+    out, report = tmp_path / "out.mp4", tmp_path / "report.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "threpair", "restore", str(clip), str(out), "-m", str(path),
+         "--report", str(report), "-q"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    data = json.loads(report.read_text())
+    assert data["frames"] == 40 and len(data["per_frame"]) == 40
+    assert all("outside" in f and 0 < f["strength"] <= 1 for f in data["per_frame"])
+    assert data["confidence"]["frames_scored"] == 40
