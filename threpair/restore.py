@@ -192,18 +192,24 @@ def process_batch(
     cfg: PipelineConfig,
     size: int,
     baseline: float = 0.0,
+    timings: dict[str, float] | None = None,
 ) -> tuple[list[np.ndarray], list[dict]]:
     """Crop -> model -> paste for consecutive frames; frames without geometry pass through.
 
     Returns the frames and one report record per frame (face found, confidence, strength).
+    `timings`, if given, accumulates seconds per stage (crop, model, paste).
     """
+    timings = timings if timings is not None else {}
     idx = [i for i, g in enumerate(geometry) if g is not None]
     records: list[dict] = [{"face": g is not None} for g in geometry]
     if not idx:
         return frames, records
+    t0 = time.perf_counter()
     mats = [crop_matrix(geometry[i], size) for i in idx]  # type: ignore[arg-type]
     crops = np.stack([warp_crop(frames[i], m, size) for i, m in zip(idx, mats)])
+    t1 = time.perf_counter()
     outs = model(crops)
+    t2 = time.perf_counter()
     stats = getattr(model, "last_stats", None) or [None] * len(idx)
     mask = region_mask(size, cfg.paste.region, cfg.crop, cfg.paste.feather)
     result = list(frames)
@@ -214,6 +220,9 @@ def process_batch(
             records[i].update(asdict(stats[j]))
         records[i]["strength"] = strength
         result[i] = paste(frames[i], outs[j], crops[j], m, mask, cfg.paste, strength)
+    t3 = time.perf_counter()
+    for key, dt in (("crop", t1 - t0), ("model", t2 - t1), ("paste", t3 - t2)):
+        timings[key] = timings.get(key, 0.0) + dt
     return result, records
 
 
@@ -225,12 +234,16 @@ def render(
     cfg: PipelineConfig,
     batch_size: int = 8,
     progress: ProgressFn | None = None,
+    timings: dict[str, float] | None = None,
 ) -> list[dict]:
     """Second pass: write the restored video to `out_path` (atomically).
 
     Returns one record per written frame: whether the face was detected / pasted, and for
-    identity models the confidence numbers and the paste strength used.
+    identity models the confidence numbers and the paste strength used. `timings`, if given,
+    accumulates seconds per stage: read (waiting for decoded frames), crop, model, paste,
+    write (waiting for the encoder).
     """
+    timings = timings if timings is not None else {}
     size = model.resolution or cfg.crop.size
     audio = info.path if info.has_audio else None
     baseline = float(getattr(model, "outside_baseline", 0.0))
@@ -241,9 +254,11 @@ def render(
         geo: list[np.ndarray | None] = []
 
         def flush() -> None:
-            out, recs = process_batch(frames, geo, model, cfg, size, baseline)
+            out, recs = process_batch(frames, geo, model, cfg, size, baseline, timings)
+            t = time.perf_counter()
             for frame in out:
                 writer.write(frame)
+            timings["write"] = timings.get("write", 0.0) + time.perf_counter() - t
             records.extend(recs)
             frames.clear()
             geo.clear()
@@ -251,7 +266,9 @@ def render(
                 progress("restore", len(records), analysis.n_frames)
 
         had_face = False
+        t_read = time.perf_counter()
         for i, frame in enumerate(prefetch(read_frames(info), 2 * batch_size)):
+            timings["read"] = timings.get("read", 0.0) + time.perf_counter() - t_read
             g = analysis.geometry[i] if i < analysis.n_frames else None
             g = None if g is None or np.isnan(g[0]) else g
             if g is not None and not had_face and reset is not None:
@@ -264,6 +281,7 @@ def render(
             geo.append(g)
             if len(frames) == batch_size:
                 flush()
+            t_read = time.perf_counter()
         if frames:
             flush()
     for i, r in enumerate(records):
@@ -305,7 +323,8 @@ def restore_video(
     if info.vfr:
         warnings.append(f"{in_path}: variable frame rate; written at a constant {info.fps} fps")
     t1 = time.perf_counter()
-    records = render(info, analysis, out_path, model, cfg, batch_size, progress)
+    stages: dict[str, float] = {}
+    records = render(info, analysis, out_path, model, cfg, batch_size, progress, stages)
     t2 = time.perf_counter()
     frames = len(records)
     confidence = summarize_confidence(records)
@@ -323,7 +342,7 @@ def restore_video(
         fps=str(info.fps),
         width=info.width,
         height=info.height,
-        seconds={"analyze": t1 - t0, "render": t2 - t1, "total": t2 - t0},
+        seconds={"analyze": t1 - t0, **stages, "render": t2 - t1, "total": t2 - t0},
         warnings=warnings,
         confidence=confidence,
         per_frame=records,
