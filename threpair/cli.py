@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -122,8 +123,15 @@ def load_face_model(spec: str, device: str, hysteresis: float = 0.0):
 
 @app.command()
 def restore(
-    input: Annotated[Path, typer.Argument(help="Generated (lip-synced) video.")],
-    output: Annotated[Path, typer.Argument(help="Where to write the repaired video.")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Input video(s), folder(s) or quoted glob patterns, then the output: a file "
+            "for one input file, else a folder that mirrors the inputs' names.",
+            show_default=False,
+            metavar="IN... OUT",
+        ),
+    ],
     model: Annotated[
         str, typer.Option("--model", "-m", help="Identity checkpoint, or 'passthrough'.")
     ] = "passthrough",
@@ -168,22 +176,46 @@ def restore(
     report: Annotated[
         Path | None, typer.Option(help="Write per-frame confidence, detection and timing JSON.")
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Folder output: redo files whose output already exists.")
+    ] = False,
+    shard: Annotated[
+        str | None, typer.Option(help="Folder output: do only shard I of N (1-based), e.g. 2/8.")
+    ] = None,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", help="Folder output: files restored at once.")
+    ] = 1,
+    log: Annotated[
+        Path | None, typer.Option(help="Folder output: append one JSON line per file here.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Repair the face in INPUT and write OUTPUT (audio, fps and frame count preserved).
+    """Repair the face in each input video (audio, fps and frame count preserved).
 
-    Example: threpair restore alice_w2l.mp4 alice_fixed.mp4 -m checkpoints/alice.safetensors
+    One file:  threpair restore alice_w2l.mp4 alice_fixed.mp4 -m checkpoints/alice.safetensors
+
+    A folder:  threpair restore generated/ fixed/ -m checkpoints/alice.safetensors --log run.jsonl
+    (subfolders too; fixed/ mirrors the names; finished outputs are skipped on a rerun; exit 1
+    when any file failed)
     """
-    from threpair.restore import restore_video
+    from threpair.batch import is_single_file
 
     with user_errors():
+        if len(paths) < 2:
+            raise InputError("give the input(s) and then the output: threpair restore IN... OUT")
+        *inputs, output = paths
         if region not in ("face", "lower", "mouth"):
             raise InputError(f"--region {region}: use face, lower or mouth")
         if paste_mode not in ("replace", "residual"):
             raise InputError(f"--paste-mode {paste_mode}: use replace or residual")
         if detector not in ("retinaface", "s3fd"):
             raise InputError(f"--detector {detector}: use retinaface or s3fd")
+        single = is_single_file(inputs, output)
+        if single and (shard is not None or log is not None):
+            raise InputError("--shard and --log need a folder output (OUT is a file name here)")
+        if not single and report is not None:
+            raise InputError("--report is for one file; for a folder use --log (one line a file)")
         face_model = load_face_model(model, device, hysteresis)
         size = face_model.resolution or CropConfig().size
         cfg = PipelineConfig(
@@ -199,9 +231,22 @@ def restore(
             encode=EncodeConfig(codec=codec, crf=crf, preset=preset),
             confidence=ConfidenceConfig(enabled=confidence_blend, min_strength=min_strength),
         )
+        if not single:
+            loaded = [face_model]  # the first worker reuses the model loaded above
+
+            def model_factory():
+                return loaded.pop() if loaded else load_face_model(model, device, hysteresis)
+
+            restore_folder(
+                inputs, output, model_factory, cfg, batch_size, overwrite, shard, jobs, log,
+                quiet, json_out,
+            )  # fmt: skip
+            return
+        from threpair.restore import restore_video
+
         with progress_bars(not quiet and not json_out) as progress:
             summary = restore_video(
-                input, output, face_model, cfg, batch_size=batch_size, progress=progress
+                inputs[0], output, face_model, cfg, batch_size=batch_size, progress=progress
             )
     if report is not None:
         report.write_text(json.dumps(asdict(summary), indent=1))
@@ -215,6 +260,82 @@ def restore(
             f"{summary.frames_with_face}, {summary.frames_per_second:.1f} frames/s",
             highlight=False,
         )
+
+
+def restore_folder(
+    inputs, output, model_factory, cfg, batch_size, overwrite, shard, jobs, log, quiet, json_out
+) -> None:
+    """The batch side of `restore`: plan, run, print a summary; exit 1 when a file failed.
+
+    Called inside user_errors(): InputError -> exit 2, Ctrl-C/SIGTERM -> exit 130.
+    """
+    import threading
+
+    from threpair.batch import (
+        BatchInterrupted,
+        RestoreProcess,
+        ensure_output_dir,
+        interrupt_on_sigterm,
+        parse_shard,
+        plan_jobs,
+        run_jobs,
+    )
+
+    if jobs < 1:
+        raise InputError(f"--jobs {jobs}: use 1 or more")
+    plan = plan_jobs(inputs, output, overwrite, parse_shard(shard) if shard else None)
+    ensure_output_dir(output)
+    if jobs > 1 and "torch" in sys.modules:  # N files at once: split the cores between them
+        sys.modules["torch"].set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
+    stop = threading.Event()
+    process = RestoreProcess(model_factory, cfg, batch_size, stop=stop)
+    show = not quiet and not json_out
+    todo = sum(j.status == "todo" for j in plan)
+    if show:
+        out.print(
+            f"{len(plan)} video(s){f' in shard {shard}' if shard else ''}: {todo} to restore, "
+            f"{len(plan) - todo} already done",
+            highlight=False,
+        )
+
+    with progress_bars(show) as progress:
+        finished = 0
+
+        def on_event(event: dict) -> None:
+            nonlocal finished
+            if event["event"] != "end":
+                return
+            if event["status"] in ("done", "failed", "interrupted"):
+                finished += 1
+                if progress is not None:
+                    progress("files", finished, todo)
+            if event["status"] == "failed" and not quiet:
+                err.print(f"[bold red]failed:[/] {event['reason']}", highlight=False)
+            for w in event.get("warnings", []) if not quiet else []:
+                err.print(f"[yellow]warning:[/] {w}", highlight=False)
+
+        try:
+            with interrupt_on_sigterm():
+                result = run_jobs(plan, process, log, jobs, on_event, stop)
+        except BatchInterrupted as e:
+            if show:
+                out.print(f"[yellow]stopped[/]: {e.result.summary()}", highlight=False)
+            raise
+    if json_out:
+        print(json.dumps({**result.counts, "frames": result.frames, "seconds": result.seconds,
+                          "failures": [r.record() for r in result.failures]}))  # fmt: skip
+    elif show:
+        if result.failures:
+            table = Table(title="failed", show_header=True)
+            table.add_column("file")
+            table.add_column("reason")
+            for r in result.failures:
+                table.add_row(r.job.name, r.reason)
+            err.print(table)
+        color = "red" if result.failed else "green"
+        out.print(f"[{color}]{result.summary()}[/]", highlight=False)
+    if result.failed:
+        raise typer.Exit(1)
 
 
 @app.command("train-identity")
