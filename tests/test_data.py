@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from threpair.batch import find_videos
 from threpair.config import CropConfig, PipelineConfig
-from threpair.data import collect_videos, extract_crops
+from threpair.data import extract_crops
 from threpair.errors import InputError
 from threpair.geometry import crop_matrix, warp_crop
 from threpair.restore import analyze_faces
@@ -37,11 +38,12 @@ def test_crops_match_restore_framing_and_are_cached(cache, clip):
     assert np.array_equal(val[0], cs.crops[30])
 
 
-def test_collect_videos(tmp_path, clip):
-    assert collect_videos([clip]) == [clip]
+def test_find_videos_for_training(tmp_path, clip):
+    assert find_videos([clip]) == [clip]
     with pytest.raises(InputError, match="no such file"):
-        collect_videos([tmp_path / "nope.mp4"])
+        find_videos([tmp_path / "nope.mp4"])
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no videos"):
-        collect_videos([tmp_path / "empty"])
-    assert collect_videos([clip.parent]) == sorted(clip.parent.glob("*.mp4"))
+        find_videos([tmp_path / "empty"])
+    assert find_videos([clip.parent]) == sorted(clip.parent.glob("*.mp4"))
+    assert find_videos([clip, clip.parent]) == [clip]  # each video once

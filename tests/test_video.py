@@ -174,3 +174,13 @@ def test_several_audio_streams_are_all_copied(tmp_path, clip):
             w.write(frame)
     assert probe(out).audio_streams == 2
     assert stream_packet_hashes(out, "a:1") == stream_packet_hashes(two, "a:1")
+
+
+def test_webm_output_is_vp9_opus(tmp_path, clip):
+    info = probe(clip)
+    out = tmp_path / "out.webm"
+    with VideoWriter(out, info.width, info.height, info.fps, info.path) as w:
+        for frame in read_frames(info):
+            w.write(frame)
+    got = probe(out)
+    assert got.codec == "vp9" and got.has_audio and got.frame_count == 40

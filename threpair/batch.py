@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from threpair.config import PipelineConfig
-from threpair.data import VIDEO_SUFFIXES
 from threpair.errors import InputError, ThrepairError
+from threpair.video import VIDEO_SUFFIXES
 
 JobStatus = Literal["todo", "skipped"]
 RowStatus = Literal["done", "skipped", "failed", "interrupted"]
@@ -178,6 +178,18 @@ def _expand(arg: str | os.PathLike, out_root: Path) -> list[tuple[Path, str]]:
             raise InputError(f"{text}: pattern matches no videos ({', '.join(VIDEO_SUFFIXES)})")
         return found
     raise InputError(f"{path}: no such file")
+
+
+def find_videos(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """The videos named by files, folders (searched recursively) and glob patterns, in the
+    order given, each once. Raises InputError for a missing path or an empty folder."""
+    found: dict[Path, None] = {}
+    for arg in inputs:
+        for path, _ in _expand(arg, Path(os.devnull)):
+            found.setdefault(path, None)
+    if not found:
+        raise InputError("no videos given")
+    return list(found)
 
 
 def plan_jobs(

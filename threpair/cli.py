@@ -377,14 +377,15 @@ def train_identity(
     import torch
 
     from threpair import __version__ as version
-    from threpair.data import collect_videos, training_crops
+    from threpair.batch import find_videos
+    from threpair.data import training_crops
     from threpair.model import get_preset
     from threpair.train import TrainConfig, train
 
     with user_errors():
         if not 0 < val_fraction < 1:
             raise InputError("--val-fraction must be between 0 and 1")
-        files = collect_videos(videos)
+        files = find_videos(videos)
         if preset == "auto":
             cuda = torch.cuda.is_available() and device != "cpu"
             preset = "base" if cuda else "cpu64"

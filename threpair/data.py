@@ -23,8 +23,6 @@ from threpair.geometry import crop_matrix, warp_crop
 from threpair.restore import ProgressFn, analyze_faces, prefetch
 from threpair.video import probe, read_frames
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
-
 
 def cache_dir() -> Path:
     """$THREPAIR_CACHE, else ~/.cache/threpair."""
@@ -116,24 +114,6 @@ def extract_crops(
     return CropSet(
         video, digest, np.load(crops_file, mmap_mode="r")[:j], frames[:j], analysis.n_frames
     )
-
-
-def collect_videos(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """Expand folders into the videos they hold (sorted); raise InputError for bad paths."""
-    videos: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in VIDEO_SUFFIXES)
-            if not found:
-                raise InputError(f"{p}: folder holds no videos ({', '.join(VIDEO_SUFFIXES)})")
-            videos += found
-        elif p.exists():
-            videos.append(p)
-        else:
-            raise InputError(f"{p}: no such file")
-    if not videos:
-        raise InputError("no training videos given")
-    return videos
 
 
 def training_crops(

@@ -29,6 +29,7 @@ import numpy as np
 from threpair.config import EncodeConfig
 from threpair.errors import InputError, VideoError
 
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe")
 
 
@@ -315,8 +316,10 @@ def writer_args(
 
     Frame rate is given as an exact rational. Odd sizes are padded by one replicated pixel
     for 4:2:0 chroma (yuv420p needs even sizes). All audio streams of `audio_source` are
-    stream-copied, bit for bit.
+    stream-copied, bit for bit, except into .webm: WebM holds only VP8/VP9/AV1 and
+    Opus/Vorbis, so there the video is VP9 (same crf) and the audio is re-encoded to Opus.
     """
+    webm = out_path.suffix.lower() == ".webm"
     video = ffmpeg.input(
         "pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=str(fps)
     )["v"]
@@ -324,16 +327,15 @@ def writer_args(
         video = video.filter("pad", width + width % 2, height + height % 2)
         video = video.filter("fillborders", right=width % 2, bottom=height % 2, mode="smear")
     streams = [video]
-    kw: dict = {
-        "vcodec": encode.codec,
-        "pix_fmt": encode.pix_fmt,
-        "r": str(fps),
-    }
-    if encode.codec in ("libx264", "libx265"):
+    codec = "libvpx-vp9" if webm and encode.codec in ("libx264", "libx265") else encode.codec
+    kw: dict = {"vcodec": codec, "pix_fmt": encode.pix_fmt, "r": str(fps)}
+    if codec in ("libx264", "libx265"):
         kw.update({"crf": encode.crf, "preset": encode.preset})
+    elif codec == "libvpx-vp9":
+        kw.update({"crf": encode.crf + 13, "b:v": 0, "row-mt": 1})  # x264 18 ~ vp9 31
     if audio_source is not None:
         streams.append(ffmpeg.input(str(audio_source))["a"])
-        kw["acodec"] = "copy"
+        kw["acodec"] = "libopus" if webm else "copy"
     if out_path.suffix.lower() in (".mp4", ".mov", ".m4v"):
         kw["movflags"] = "+faststart"
     out = ffmpeg.output(*streams, str(out_path), **kw)
