@@ -1,0 +1,61 @@
+"""Odd but valid inputs work; interruptions leave nothing behind; bad checkpoints are refused."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+
+import pytest
+
+from tests.conftest import make_clip
+from threpair.restore import restore_video
+from threpair.video import probe, stream_packet_hashes
+
+
+def run(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "threpair", *args], capture_output=True, text=True, timeout=600, **kw
+    )
+
+
+@pytest.mark.parametrize(
+    "size, fps",
+    [((3840, 2160), Fraction(25)), ((64, 64), Fraction(25)), ((320, 240), Fraction(24000, 1001))],
+)
+def test_sizes_and_rates(tmp_path, size, fps):
+    src = make_clip(tmp_path / "in.mp4", 6, size, fps)
+    summary = restore_video(src, tmp_path / "out.mp4")
+    got = probe(tmp_path / "out.mp4")
+    assert (got.width, got.height, got.fps, got.frame_count) == (*size, fps, 6)
+    assert stream_packet_hashes(tmp_path / "out.mp4") == stream_packet_hashes(src)
+    if size[0] >= 320:
+        assert summary.frames_with_face == 6
+
+
+def test_ctrl_c_leaves_no_partial_output(tmp_path):
+    src = make_clip(tmp_path / "long.mp4", 600, (640, 360))  # ~20 s of work
+    out = tmp_path / "out.mp4"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "threpair", "restore", str(src), str(out), "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(4)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4", "long.tone.m4a"]
+
+
+def test_bad_checkpoints_are_refused(tmp_path, clip):
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x00" * 100)
+    r = run("restore", str(clip), str(tmp_path / "out.mp4"), "-m", str(broken))
+    assert r.returncode == 1 and "broken.safetensors" in r.stderr
+    assert len([ln for ln in r.stderr.splitlines() if ln.strip()]) == 1
+    r = run("inspect", str(broken))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
