@@ -55,7 +55,10 @@ def user_errors() -> Iterator[None]:
         err.print(f"[bold red]error:[/] {e}", highlight=False)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: no partial output was left behind")
+        err.print(
+            "[yellow]interrupted[/]: no partial output was left behind "
+            "(an interrupted train-identity continues with --resume)"
+        )
         raise typer.Exit(130) from None
 
 
