@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from threpair.config import EncodeConfig
-from threpair.synthetic import talking_head_frames, two_faces_frames
+from threpair.synthetic import talking_head_frames
 from threpair.video import VideoWriter, ffmpeg_exe, write_tone
 
 CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips"
@@ -41,7 +41,7 @@ def make_clip(
     if kind == "talking":
         frames = talking_head_frames(n_frames, size, float(fps), seed)
     elif kind == "two_faces":
-        frames = two_faces_frames(n_frames, size, float(fps), seed)
+        frames = talking_head_frames(n_frames, size, float(fps), seed, two_faces=True)
     else:
         rng = np.random.default_rng(seed)
         base = rng.integers(0, 255, (h, w, 3), np.uint8)

@@ -12,7 +12,7 @@ from threpair.config import EncodeConfig, PasteConfig, PipelineConfig
 from threpair.geometry import crop_matrix, frame_mask, paste, region_mask, warp_crop
 from threpair.metrics import psnr
 from threpair.restore import analyze_faces, restore_video
-from threpair.synthetic import talking_head_boxes, two_faces_boxes
+from threpair.synthetic import talking_head_boxes
 from threpair.video import VideoWriter, probe, read_frames, stream_packet_hashes
 
 
@@ -106,7 +106,7 @@ def test_two_faces_tracks_the_main_one(tmp_path):
     src = make_clip(tmp_path / "two.mp4", 40, (480, 270), kind="two_faces")
     info = probe(src)
     analysis = analyze_faces(info, PipelineConfig())
-    boxes = two_faces_boxes(40, (480, 270), 25.0, 0)[:, 0]
+    boxes = talking_head_boxes(40, (480, 270), 25.0, 0, two_faces=True)[:, 0]
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     assert analysis.has_face.all()
     assert np.abs(analysis.geometry[:, 0] - centres[:, 0]).max() < 15

@@ -10,9 +10,6 @@ from threpair.synthetic import (
     talking_head_boxes,
     talking_head_clip,
     talking_head_frames,
-    two_faces_boxes,
-    two_faces_clip,
-    two_faces_frames,
 )
 
 
@@ -52,9 +49,11 @@ def test_boxes_function_matches_clip() -> None:
     boxes = talking_head_boxes(5, (200, 150), seed=3)
     assert boxes.shape == (5, 4) and boxes.dtype == np.float32
     np.testing.assert_allclose(boxes, np.stack([f.boxes[0] for f in clip]), atol=1e-4)
-    two = list(two_faces_clip(3, (320, 240), seed=3))
+    two = list(talking_head_clip(3, (320, 240), seed=3, two_faces=True))
     np.testing.assert_allclose(
-        two_faces_boxes(3, (320, 240), seed=3), np.stack([f.boxes for f in two]), atol=1e-4
+        talking_head_boxes(3, (320, 240), seed=3, two_faces=True),
+        np.stack([f.boxes for f in two]),
+        atol=1e-4,
     )
 
 
@@ -89,13 +88,13 @@ def test_mouth_moves_alone_when_head_is_still() -> None:
 
 
 def test_two_faces_layout() -> None:
-    frames = list(two_faces_clip(3, (640, 360)))
+    frames = list(talking_head_clip(3, (640, 360), two_faces=True))
     assert frames[0].boxes.shape == (2, 4) and frames[0].landmarks.shape == (2, 5, 2)
     main, second = frames[0].boxes
     assert _iou(main, second) == 0.0
     assert (second[3] - second[1]) < 0.6 * (main[3] - main[1])
     assert second[0] > main[2] and second[1] < 0.2 * 360  # top-right corner
-    assert next(two_faces_frames(1, (256, 256))).shape == (256, 256, 3)
+    assert next(talking_head_frames(1, (256, 256), two_faces=True)).shape == (256, 256, 3)
 
 
 def test_bad_arguments_raise() -> None:
@@ -132,7 +131,7 @@ def test_detector_finds_the_face(size: tuple[int, int]) -> None:
 
 @pytest.mark.parametrize("size", [(640, 360), (256, 256)])
 def test_detector_finds_both_faces(size: tuple[int, int]) -> None:
-    for i, f in enumerate(two_faces_clip(30, size, seed=2)):
+    for i, f in enumerate(talking_head_clip(30, size, seed=2, two_faces=True)):
         if i % 10:
             continue
         faces = _detect(f.image)

