@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +87,15 @@ class ModelConfig:
         return cls(**d)
 
 
+_BASE = ModelConfig(
+    resolution=256,
+    base_channels=64,
+    channel_mult=(1, 1, 2, 2, 4),
+    num_res_blocks=2,
+    code_dim=256,
+    codebook_size=1024,
+)
+
 PRESETS: dict[str, ModelConfig] = {
     # tests only: a training step in a few tens of ms on one core
     "tiny": ModelConfig(
@@ -114,23 +123,9 @@ PRESETS: dict[str, ModelConfig] = {
         codebook_size=1024,
     ),
     # the real scale (GPU): 256 px, 4 downsamplings as in the paper
-    "base": ModelConfig(
-        resolution=256,
-        base_channels=64,
-        channel_mult=(1, 1, 2, 2, 4),
-        num_res_blocks=2,
-        code_dim=256,
-        codebook_size=1024,
-    ),
-    # 512 px with the same 4 downsamplings (32 x 32 latents): 4x the compute of base
-    "hd": ModelConfig(
-        resolution=512,
-        base_channels=64,
-        channel_mult=(1, 1, 2, 2, 4),
-        num_res_blocks=2,
-        code_dim=256,
-        codebook_size=1024,
-    ),
+    "base": _BASE,
+    # 512 px with the same network and 4 downsamplings (32 x 32 latents): 4x base's compute
+    "hd": replace(_BASE, resolution=512),
 }
 
 
