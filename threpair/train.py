@@ -530,7 +530,7 @@ def train(
         if not master:
             return
         metrics, (deg, res) = evaluate(ema, val_sel, gen_res, device, autocast_dtype)
-        last_val = {"step": float(step), **metrics}
+        last_val = {"step": float(step), "elapsed": float(elapsed), **metrics}
         history.append(last_val)
         if tc.sample_rows > 0:
             write_sample_grid(samples_path(out_path), deg, res, val_sel, tc.sample_rows)
