@@ -597,6 +597,7 @@ def demo(
     minutes: Annotated[float, typer.Option(help="Training time budget.")] = 3.0,
     steps: Annotated[int, typer.Option(help="Training step cap.")] = 100_000,
     preset: Annotated[str, typer.Option(help="Model preset (cpu64 suits a CPU).")] = "cpu64",
+    seconds: Annotated[float, typer.Option(help="Length of the example clip.")] = 12.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.")] = False,
 ) -> None:
     """Train on a built-in example and repair a lip-sync-degraded copy (offline, ~5 min CPU).
@@ -607,8 +608,10 @@ def demo(
 
     with user_errors():
         with progress_bars(not quiet) as progress:
+            if seconds < 2:
+                raise InputError("--seconds: the example needs at least 2 seconds")
             result = run_demo(
-                out_dir, minutes, steps, preset, progress=progress,
+                out_dir, minutes, steps, preset, seconds, progress=progress,
                 on_train=training_reporter(progress, steps, not quiet),
             )  # fmt: skip
     gain = result.psnr_repaired - result.psnr_generated
