@@ -105,7 +105,11 @@ def test_resume_after_interrupt_is_bit_identical(tmp_path: Path) -> None:
     mb, _, _ = checkpoint.load(out)
     for k, v in ma.state_dict().items():
         assert torch.equal(v, mb.state_dict()[k]), k
-    assert res.val == ref.val
+
+    def numbers(val: dict) -> dict:  # wall-clock time differs between runs; the rest must not
+        return {k: v for k, v in val.items() if k != "elapsed"}
+
+    assert numbers(res.val) == numbers(ref.val)
 
 
 def test_resume_refuses_other_settings_and_continues_to_more_steps(tmp_path: Path) -> None:
