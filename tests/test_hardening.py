@@ -59,3 +59,27 @@ def test_bad_checkpoints_are_refused(tmp_path, clip):
     assert len([ln for ln in r.stderr.splitlines() if ln.strip()]) == 1
     r = run("inspect", str(broken))
     assert r.returncode == 1 and "Traceback" not in r.stderr
+
+
+@pytest.fixture()
+def tiny_disk(tmp_path):
+    """A 48 KB tmpfs (needs root, as on CI); skipped where mounting is not allowed."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(mnt)],
+                       capture_output=True)  # fmt: skip
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root?)")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_disk_full(tmp_path, tiny_disk):
+    src = make_clip(tmp_path / "big.mp4", 60, (640, 360))
+    before = src.read_bytes()
+    out = tiny_disk / "out.mp4"
+    r = run("restore", str(src), str(out), "-q")
+    assert r.returncode == 1, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "disk full" in lines[0] and str(out) in lines[0]
+    assert list(tiny_disk.iterdir()) == [] and src.read_bytes() == before

@@ -403,7 +403,10 @@ class VideoWriter:
 
     def _stderr_tail(self) -> str:
         self._err.seek(0)
-        lines = self._err.read().decode(errors="replace").strip().splitlines()
+        text = self._err.read().decode(errors="replace").strip()
+        if "no space left on device" in text.lower():
+            return "disk full: free some space and run again"
+        lines = text.splitlines()
         return lines[-1].strip() if lines else "no message"
 
     def __exit__(self, exc_type, exc, tb) -> None:
