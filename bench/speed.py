@@ -1,0 +1,84 @@
+"""Restore speed against the floor: a plain ffmpeg transcode of the same file, same run.
+
+    python bench/speed.py --model CKPT [--preset-name NAME] [--clips a,b] [--device auto]
+    -> bench/results/speed.{json,md}
+
+For every clip: the time of `ffmpeg -i clip -c:v libx264 -crf 18 -preset medium -pix_fmt
+yuv420p -c:a copy` (the floor no post-processor can beat), then `restore` with the
+passthrough model and with the given identity model; frames per second, the ratio of each
+restore to the transcode, and where the time goes (analyze = decode small + detect + track;
+read/crop/model/paste/write inside the render pass). Times on shared machines are noisy:
+the ratios are measured back to back in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import REAL_CLIPS, Timer, clip_path, write_results  # noqa: E402
+from threpair.config import CropConfig, PipelineConfig  # noqa: E402
+from threpair.inference import IdentityModel  # noqa: E402
+from threpair.restore import Passthrough, restore_video  # noqa: E402
+from threpair.video import ffmpeg_exe, probe  # noqa: E402
+
+
+def plain_transcode(src: Path, dst: Path) -> None:
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(src)]
+    cmd += ["-map", "0:v:0", "-map", "0:a?", "-c:v", "libx264", "-crf", "18"]
+    cmd += ["-preset", "medium", "-pix_fmt", "yuv420p", "-c:a", "copy", str(dst)]
+    subprocess.run(cmd, check=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", type=Path, required=True, help="identity checkpoint")
+    ap.add_argument("--preset-name", default=None, help="label for the model in the table")
+    ap.add_argument("--clips", default=",".join(REAL_CLIPS))
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--name", default="speed", help="results file name")
+    args = ap.parse_args()
+    model = IdentityModel.load(args.model, device=args.device)
+    label = args.preset_name or args.model.stem
+    crop = model.crop or CropConfig(size=model.resolution or 256)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.clips.split(","):
+            src = clip_path(name)
+            info = probe(src)
+            with Timer() as t_ff:
+                plain_transcode(src, Path(tmp) / "ff.mp4")
+            row = {"clip": name, "size": f"{info.width}x{info.height}", "frames": info.frame_count}
+            row["transcode fps"] = info.frame_count / t_ff.seconds
+            for tag, m in (("passthrough", Passthrough()), (label, model)):
+                if hasattr(m, "reset"):
+                    m.reset()
+                cfg = PipelineConfig(crop=crop)
+                with Timer() as t:
+                    s = restore_video(src, Path(tmp) / "out.mp4", m, cfg, args.batch_size)
+                row[f"{tag} fps"] = info.frame_count / t.seconds
+                row[f"{tag} / transcode"] = t.seconds / t_ff.seconds
+                if tag != "passthrough":
+                    for k, v in s.seconds.items():
+                        row[f"{k} ms/frame"] = 1000 * v / info.frame_count
+            rows.append(row)
+            print(row, flush=True)
+    write_results(
+        args.name,
+        rows,
+        list(rows[0]),
+        f"End-to-end restore vs a plain ffmpeg transcode (libx264 crf 18 medium, audio copied), "
+        f"measured back to back. Model: {label} ({model.resolution} px, device "
+        f"{model.device}). Stage columns are for the model run. Command: `python "
+        f"bench/speed.py --model {args.model} --preset-name {label}`.",
+    )
+
+
+if __name__ == "__main__":
+    main()
