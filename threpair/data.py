@@ -82,13 +82,10 @@ def extract_crops(
     meta_file = base.with_suffix(".json")
     if use_cache and crops_file.is_file() and frames_file.is_file() and meta_file.is_file():
         n_frames = json.loads(meta_file.read_text())["n_frames"]
-        return CropSet(
-            video,
-            digest,
-            np.load(crops_file, mmap_mode="r"),
-            np.load(frames_file),
-            n_frames,
-        )
+        frames = np.load(frames_file)
+        # the crops file has a row per frame the analysis counted; only len(frames) were read
+        crops = np.load(crops_file, mmap_mode="r")[: len(frames)]
+        return CropSet(video, digest, crops, frames, n_frames)
     analysis = analyze_faces(info, cfg, progress=progress)
     size = cfg.crop.size
     frames = np.flatnonzero(analysis.has_face)
