@@ -155,3 +155,14 @@ def test_perceptual_loss_from_a_local_vgg16_file(tmp_path: Path) -> None:
     assert not any("FFT" in s for s in listed)
     with pytest.raises(InputError, match="not found"):
         load_perceptual(tmp_path / "missing.pth")
+
+
+def test_geo_jitter_reframes_input_and_target_alike() -> None:
+    from threpair.train import sample_batch
+
+    cfg = quick(degrade_inputs=False, geo_jitter=0.1)
+    inputs, targets = sample_batch(CROPS, cfg, 12, step=3, rank=0, world=1)
+    again, _ = sample_batch(CROPS, cfg, 12, step=3, rank=0, world=1)
+    plain, _ = sample_batch(CROPS, quick(degrade_inputs=False), 12, step=3, rank=0, world=1)
+    assert np.array_equal(inputs, targets) and np.array_equal(inputs, again)
+    assert inputs.shape == plain.shape and not np.array_equal(inputs, plain)

@@ -74,6 +74,11 @@ class TrainConfig:
     degrade_inputs: bool = True  # False: the paper's way (clean crops in, clean crops out)
     gen_res: int | None = None  # simulated generator resolution; None: resolution * 96 / 256
     gen_res_jitter: float = 0.25  # training draws gen_res from gen_res * (1 +- jitter)
+    # random similarity jitter of each training crop (scale 1 +- j, shift +- j/2 of the side,
+    # roll +- 50 j degrees), the same for input and target: restore frames its crops on the
+    # degraded video, where the detector's box is a few % off; 0 = off (the default until
+    # bench/quality.py has measured it)
+    geo_jitter: float = 0.0
     hflip: bool = False  # faces are not symmetric (hair parting, lighting): off by default
     loss: LossConfig = field(default_factory=LossConfig)
     disc_start: int = 20_000  # GAN from this step (past a CPU run's length by default)
@@ -101,7 +106,8 @@ class TrainConfig:
 # fields that change the trajectory: a resume with different values would not be a resume
 _TRAJECTORY_FIELDS = (
     "batch_size", "lr", "betas", "warmup_steps", "grad_clip", "ema_decay", "seed",
-    "degrade_inputs", "gen_res", "gen_res_jitter", "hflip", "loss", "disc_start", "amp",
+    "degrade_inputs", "gen_res", "gen_res_jitter", "geo_jitter", "hflip", "loss",
+    "disc_start", "amp",
 )  # fmt: skip
 
 
@@ -156,6 +162,17 @@ def _step_rng(seed: int, step: int, rank: int) -> np.random.Generator:
     return np.random.default_rng([seed, step, rank])
 
 
+def jitter_framing(crop: np.ndarray, rng: np.random.Generator, j: float) -> np.ndarray:
+    """The crop re-framed by a random similarity (scale 1 +- j, shift +- j/2 of the side, roll
+    +- 50 j degrees), edges replicated: framing errors like a detector's on a blurred face."""
+    size = crop.shape[0]
+    scale, dx, dy, roll = rng.uniform(-1, 1, 4) * (j, j / 2, j / 2, 50 * j)
+    m = cv2.getRotationMatrix2D(((size - 1) / 2, (size - 1) / 2), float(roll), 1 + float(scale))
+    m[:, 2] += (dx * size, dy * size)
+    return cv2.warpAffine(crop, m, (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+
+
 def sample_batch(
     crops: np.ndarray, cfg: TrainConfig, gen_res: int, step: int, rank: int, world: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -170,6 +187,8 @@ def sample_batch(
     if cfg.hflip:
         flip = rng.random(cfg.batch_size) < 0.5
         target = np.where(flip[:, None, None, None], target[:, :, ::-1], target)
+    if cfg.geo_jitter > 0:
+        target = np.stack([jitter_framing(c, rng, cfg.geo_jitter) for c in target])
     if not cfg.degrade_inputs:
         return target, target
     j = cfg.gen_res_jitter
