@@ -163,6 +163,6 @@ def test_geo_jitter_reframes_input_and_target_alike() -> None:
     cfg = quick(degrade_inputs=False, geo_jitter=0.1)
     inputs, targets = sample_batch(CROPS, cfg, 12, step=3, rank=0, world=1)
     again, _ = sample_batch(CROPS, cfg, 12, step=3, rank=0, world=1)
-    plain, _ = sample_batch(CROPS, quick(degrade_inputs=False), 12, step=3, rank=0, world=1)
+    plain, _ = sample_batch(CROPS, quick(degrade_inputs=False, geo_jitter=0), 12, 3, 0, 1)
     assert np.array_equal(inputs, targets) and np.array_equal(inputs, again)
     assert inputs.shape == plain.shape and not np.array_equal(inputs, plain)
