@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from itertools import islice
 from pathlib import Path
 
 import cv2
@@ -52,9 +53,9 @@ def write_example_clip(
     tone = write_tone(path.with_name(path.stem + "_tone.m4a"), (stop - start) / fps)
     try:
         with VideoWriter(path, size[0], size[1], Fraction(fps), tone, EncodeConfig(crf=14)) as w:
-            for i, frame in enumerate(talking_head_frames(n, size, float(fps), seed)):
-                if start <= i < stop:
-                    w.write(frame)
+            frames = talking_head_frames(n, size, float(fps), seed)
+            for frame in islice(frames, start, stop):  # frames after `stop` are never rendered
+                w.write(frame)
     finally:
         tone.unlink(missing_ok=True)
     return path

@@ -191,7 +191,7 @@ _METRICS = ("psnr_face", "ssim_face", "psnr_mouth", "ssim_mouth", "sharpness_mou
 EVAL_CROP = 128  # crop size for the sliding evaluation
 
 
-def _face_crops(info, analysis, cfg: PipelineConfig) -> np.ndarray:
+def _face_crops(info, analysis) -> np.ndarray:
     crops = np.zeros((analysis.n_frames, EVAL_CROP, EVAL_CROP, 3), np.uint8)
     valid = analysis.has_face
     for i, frame in enumerate(prefetch(read_frames(info), 4)):
@@ -202,8 +202,8 @@ def _face_crops(info, analysis, cfg: PipelineConfig) -> np.ndarray:
 
 def _sliding(a_info, b_info, ref_faces, cfg, window, progress, t0) -> EvalResult:
     res_faces = analyze_faces(a_info, cfg, progress=progress)
-    a = _face_crops(a_info, res_faces, cfg)
-    b = _face_crops(b_info, ref_faces, cfg)
+    a = _face_crops(a_info, res_faces)
+    b = _face_crops(b_info, ref_faces)
     n, m = len(a), len(b)
     win = window or min(n, m)
     if not 1 <= win <= min(n, m):
