@@ -539,7 +539,7 @@ class RestoreProcess:
         self,
         model_factory: Callable[[], Any],
         cfg: PipelineConfig | None = None,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         detector_factory: Callable[[], Any] | None = None,
         stop: threading.Event | None = None,
     ) -> None:

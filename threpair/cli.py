@@ -162,7 +162,9 @@ def restore(
     crf: Annotated[int, typer.Option(help="x264/x265 quality (lower = better).")] = 18,
     preset: Annotated[str, typer.Option(help="x264/x265 speed preset.")] = "medium",
     codec: Annotated[str, typer.Option(help="Video encoder.")] = "libx264",
-    batch_size: Annotated[int, typer.Option(help="Crops per model call.")] = 8,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Crops per model call [default: 32 on CUDA, 8 on CPU].")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     hysteresis: Annotated[
         float,
@@ -214,6 +216,8 @@ def restore(
             raise InputError(f"--paste-mode {paste_mode}: use replace or residual")
         if detector not in ("retinaface", "s3fd"):
             raise InputError(f"--detector {detector}: use retinaface or s3fd")
+        if batch_size is not None and batch_size < 1:
+            raise InputError(f"--batch-size {batch_size}: give at least 1")
         single = is_single_file(inputs, output)
         if single and (shard is not None or log is not None):
             raise InputError("--shard and --log need a folder output (OUT is a file name here)")

@@ -124,7 +124,12 @@ class ConfidenceConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """Everything `restore` needs besides the model."""
+    """Everything `restore` needs besides the model.
+
+    `warp`: where crops are cut and pasted. "opencv" (numpy on the CPU), "torch" (grid_sample
+    on the model's device; needs a model with `run_tensor`), or "auto": torch when the model
+    runs on CUDA, so the face stays on the GPU from crop to paste, else opencv.
+    """
 
     detect: DetectConfig = field(default_factory=DetectConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
@@ -132,3 +137,4 @@ class PipelineConfig:
     paste: PasteConfig = field(default_factory=PasteConfig)
     encode: EncodeConfig = field(default_factory=EncodeConfig)
     confidence: ConfidenceConfig = field(default_factory=ConfidenceConfig)
+    warp: Literal["auto", "opencv", "torch"] = "auto"

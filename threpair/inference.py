@@ -90,8 +90,8 @@ class IdentityModel:
         """Forget the previous frame's codes (the next crop starts a new sequence)."""
         self._prev = None
 
-    @torch.inference_mode()
     def __call__(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 RGB crops (B, S, S, 3) -> repaired uint8 crops, same shape."""
         if crops.ndim != 4 or crops.shape[1:] != (self.resolution, self.resolution, 3):
             raise ValueError(
                 f"crops must be uint8 (B, {self.resolution}, {self.resolution}, 3), "
@@ -100,7 +100,21 @@ class IdentityModel:
         if not crops.flags.writeable:  # e.g. a memory-mapped crop cache
             crops = crops.copy()
         x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device, non_blocking=True)
-        x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+        y = self.run_tensor(x.permute(0, 3, 1, 2).float())
+        return y.round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+    @torch.inference_mode()
+    def run_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """float (B, 3, S, S) crops in 0-255 on `device` -> repaired crops, same form.
+
+        The restore pipeline's device path (geometry_torch) calls this directly, so crops
+        stay on the GPU from warp to paste; `__call__` wraps it for numpy crops.
+        """
+        if x.ndim != 4 or x.shape[1:] != (3, self.resolution, self.resolution):
+            raise ValueError(
+                f"crops must be (B, 3, {self.resolution}, {self.resolution}), got {tuple(x.shape)}"
+            )
+        x = x.float().div(127.5).sub_(1.0)
         if self._fp16:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self._fp16):
@@ -110,8 +124,7 @@ class IdentityModel:
         if q.indices is not None:
             self._prev = q.indices[-1]
             self._record(q)
-        y = y.float().clamp_(-1, 1).add_(1.0).mul_(127.5).round_()
-        return y.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return y.float().clamp_(-1, 1).add_(1.0).mul_(127.5)
 
     def _quantize_sequence(self, z: torch.Tensor) -> QuantizeResult:
         """Quantize a batch of consecutive frames, chaining hysteresis through it.

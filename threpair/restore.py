@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 import numpy as np
+import torch
 
+from threpair import geometry_torch
 from threpair.config import PipelineConfig
 from threpair.detect import Detection, Detector, detection_size, make_detector
-from threpair.geometry import crop_matrix, paste, region_mask, warp_crop
+from threpair.geometry import crop_matrix, paste, paste_roi, region_mask, warp_crop
 from threpair.track import crop_params, fill_gaps, link_tracks, select_identity, smooth_params
 from threpair.video import VideoInfo, VideoWriter, check_output_path, probe, read_frames
 
@@ -49,8 +51,12 @@ class Passthrough:
     """The identity model: returns crops unchanged (tests the plumbing end to end)."""
 
     resolution: int | None = None
+    device = "cpu"
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
+        return crops
+
+    def run_tensor(self, crops: torch.Tensor) -> torch.Tensor:
         return crops
 
 
@@ -185,6 +191,23 @@ def analyze_faces(
     )
 
 
+def default_batch_size(model: FaceModel) -> int:
+    """Crops per model call: 32 on CUDA (keeps the GPU busy), 8 on the CPU (latency)."""
+    return 32 if torch.device(getattr(model, "device", "cpu")).type == "cuda" else 8
+
+
+def uses_torch_warp(model: FaceModel, cfg: PipelineConfig) -> bool:
+    """Whether crops are cut and pasted on the model's device (see PipelineConfig.warp)."""
+    if cfg.warp == "opencv":
+        return False
+    has_tensor_path = callable(getattr(model, "run_tensor", None))
+    if cfg.warp == "torch":
+        if not has_tensor_path:
+            raise ValueError("warp='torch' needs a model with run_tensor (an IdentityModel)")
+        return True
+    return has_tensor_path and torch.device(getattr(model, "device", "cpu")).type == "cuda"
+
+
 def process_batch(
     frames: list[np.ndarray],
     geometry: list[np.ndarray | None],
@@ -204,26 +227,104 @@ def process_batch(
     records: list[dict] = [{"face": g is not None} for g in geometry]
     if not idx:
         return frames, records
-    t0 = time.perf_counter()
     mats = [crop_matrix(geometry[i], size) for i in idx]  # type: ignore[arg-type]
-    crops = np.stack([warp_crop(frames[i], m, size) for i, m in zip(idx, mats)])
+    mask = region_mask(size, cfg.paste.region, cfg.crop, cfg.paste.feather)
+    chosen = [frames[i] for i in idx]
+    run = _crop_model_paste
+    if uses_torch_warp(model, cfg):
+        h, w = frames[0].shape[:2]
+        rois = [paste_roi(m, size, w, h) for m in mats]
+        if all(x1 > x0 and y1 > y0 for x0, y0, x1, y1 in rois):  # else: crop off the frame
+            run = _device_crop_model_paste
+    pasted, stats = run(chosen, mats, model, mask, size, baseline, cfg, timings)
+    result = list(frames)
+    for j, i in enumerate(idx):
+        result[i] = pasted[j]
+        records[i].update(stats[j])
+    return result, records
+
+
+def _strength(stats: object | None, baseline: float, cfg: PipelineConfig) -> dict:
+    """The report record for one crop: its confidence numbers and the paste strength used."""
+    if stats is None:
+        return {"strength": 1.0}
+    return {**asdict(stats), "strength": cfg.confidence.strength(stats.outside, baseline)}  # type: ignore[call-overload, attr-defined]
+
+
+def _add_times(timings: dict[str, float], *marks: float) -> None:
+    for key, t0, t1 in zip(("crop", "model", "paste"), marks, marks[1:]):
+        timings[key] = timings.get(key, 0.0) + t1 - t0
+
+
+def _crop_model_paste(
+    frames: list[np.ndarray],
+    mats: list[np.ndarray],
+    model: FaceModel,
+    mask: np.ndarray,
+    size: int,
+    baseline: float,
+    cfg: PipelineConfig,
+    timings: dict[str, float],
+) -> tuple[list[np.ndarray], list[dict]]:
+    """The numpy / OpenCV path: uint8 crops, model on numpy arrays, cv2 paste."""
+    t0 = time.perf_counter()
+    crops = np.stack([warp_crop(f, m, size) for f, m in zip(frames, mats)])
     t1 = time.perf_counter()
     outs = model(crops)
     t2 = time.perf_counter()
-    stats = getattr(model, "last_stats", None) or [None] * len(idx)
-    mask = region_mask(size, cfg.paste.region, cfg.crop, cfg.paste.feather)
-    result = list(frames)
-    for j, (i, m) in enumerate(zip(idx, mats)):
-        strength = 1.0
-        if stats[j] is not None:
-            strength = cfg.confidence.strength(stats[j].outside, baseline)
-            records[i].update(asdict(stats[j]))
-        records[i]["strength"] = strength
-        result[i] = paste(frames[i], outs[j], crops[j], m, mask, cfg.paste, strength)
-    t3 = time.perf_counter()
-    for key, dt in (("crop", t1 - t0), ("model", t2 - t1), ("paste", t3 - t2)):
-        timings[key] = timings.get(key, 0.0) + dt
-    return result, records
+    stats = getattr(model, "last_stats", None) or [None] * len(frames)
+    records = [_strength(s, baseline, cfg) for s in stats]
+    pasted = [
+        paste(f, outs[j], crops[j], m, mask, cfg.paste, records[j]["strength"])
+        for j, (f, m) in enumerate(zip(frames, mats))
+    ]
+    _add_times(timings, t0, t1, t2, time.perf_counter())
+    return pasted, records
+
+
+def _device_crop_model_paste(
+    frames: list[np.ndarray],
+    mats: list[np.ndarray],
+    model: FaceModel,
+    mask: np.ndarray,
+    size: int,
+    baseline: float,
+    cfg: PipelineConfig,
+    timings: dict[str, float],
+) -> tuple[list[np.ndarray], list[dict]]:
+    """The device path: upload the rectangle each crop covers, warp, model, paste and
+    download it, with float crops that never leave the model's device."""
+    t0 = time.perf_counter()
+    dev = torch.device(getattr(model, "device", "cpu"))
+    h, w = frames[0].shape[:2]
+    rois = [paste_roi(m, size, w, h) for m in mats]
+    with torch.inference_mode():
+        rects = [
+            geometry_torch.to_planar(f[y0:y1, x0:x1], dev)
+            for f, (x0, y0, x1, y1) in zip(frames, rois)
+        ]
+        crops = torch.stack(
+            [
+                geometry_torch.warp_crop(r, m, x0, y0, size)
+                for r, m, (x0, y0, _, _) in zip(rects, mats, rois)
+            ]
+        )
+        t1 = time.perf_counter()
+        outs = model.run_tensor(crops)  # type: ignore[attr-defined]
+        t2 = time.perf_counter()
+        stats = getattr(model, "last_stats", None) or [None] * len(frames)
+        records = [_strength(s, baseline, cfg) for s in stats]
+        mask_t = torch.tensor(mask, device=dev)
+        pasted = []
+        for j, (f, m, (x0, y0, x1, y1)) in enumerate(zip(frames, mats, rois)):
+            new = geometry_torch.paste(
+                rects[j], outs[j], crops[j], m, x0, y0, mask_t, cfg.paste, records[j]["strength"]
+            )
+            frame = f.copy()
+            frame[y0:y1, x0:x1] = geometry_torch.to_interleaved(new)
+            pasted.append(frame)
+    _add_times(timings, t0, t1, t2, time.perf_counter())
+    return pasted, records
 
 
 def render(
@@ -232,7 +333,7 @@ def render(
     out_path: Path,
     model: FaceModel,
     cfg: PipelineConfig,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     progress: ProgressFn | None = None,
     timings: dict[str, float] | None = None,
 ) -> list[dict]:
@@ -244,6 +345,7 @@ def render(
     write (waiting for the encoder).
     """
     timings = timings if timings is not None else {}
+    batch_size = batch_size or default_batch_size(model)
     size = model.resolution or cfg.crop.size
     audio = info.path if info.has_audio else None
     baseline = float(getattr(model, "outside_baseline", 0.0))
@@ -295,7 +397,7 @@ def restore_video(
     out_path: str | os.PathLike,
     model: FaceModel | None = None,
     cfg: PipelineConfig | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     detector: Detector | None = None,
     progress: ProgressFn | None = None,
 ) -> RestoreSummary:
