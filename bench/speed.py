@@ -1,6 +1,7 @@
 """Restore speed against the floor: a plain ffmpeg transcode of the same file, same run.
 
     python bench/speed.py --model CKPT [--preset-name NAME] [--clips a,b] [--device auto]
+                          [--warp auto|opencv|torch] [--threads N] [--name speed]
     -> bench/results/speed.{json,md}
 
 For every clip: the time of `ffmpeg -i clip -c:v libx264 -crf 18 -preset medium -pix_fmt
@@ -18,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -41,10 +44,15 @@ def main() -> None:
     ap.add_argument("--preset-name", default=None, help="label for the model in the table")
     ap.add_argument("--clips", default=",".join(REAL_CLIPS))
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: 32 CUDA, 8 CPU")
+    ap.add_argument("--warp", default="auto", choices=["auto", "opencv", "torch"])
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--name", default="speed", help="results file name")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = IdentityModel.load(args.model, device=args.device)
+    cuda = model.device.type == "cuda"
     label = args.preset_name or args.model.stem
     crop = model.crop or CropConfig(size=model.resolution or 256)
     rows = []
@@ -59,12 +67,16 @@ def main() -> None:
             for tag, m in (("passthrough", Passthrough()), (label, model)):
                 if hasattr(m, "reset"):
                     m.reset()
-                cfg = PipelineConfig(crop=crop)
+                cfg = PipelineConfig(crop=crop, warp=args.warp)
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats()
                 with Timer() as t:
                     s = restore_video(src, Path(tmp) / "out.mp4", m, cfg, args.batch_size)
                 row[f"{tag} fps"] = info.frame_count / t.seconds
                 row[f"{tag} / transcode"] = t.seconds / t_ff.seconds
                 if tag != "passthrough":
+                    if cuda:
+                        row["GPU MiB"] = torch.cuda.max_memory_allocated() / 2**20
                     for k, v in s.seconds.items():
                         row[f"{k} ms/frame"] = 1000 * v / info.frame_count
             rows.append(row)
@@ -75,8 +87,9 @@ def main() -> None:
         list(rows[0]),
         f"End-to-end restore vs a plain ffmpeg transcode (libx264 crf 18 medium, audio copied), "
         f"measured back to back. Model: {label} ({model.resolution} px, device "
-        f"{model.device}). Stage columns are for the model run. Command: `python "
-        f"bench/speed.py --model {args.model} --preset-name {label}`.",
+        f"{model.device}, {torch.get_num_threads()} torch threads, warp {args.warp}, batch "
+        f"{args.batch_size or 'auto'}). Stage columns are for the model run. Command: `python "
+        f"bench/speed.py {' '.join(sys.argv[1:])}`.",
     )
 
 
