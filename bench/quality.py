@@ -20,7 +20,8 @@ Budget: every trained method gets the same wall-clock minutes on one core
 Methods: degraded (no repair); sharpen (generic, no identity: the degraded crop unsharp-masked,
 strength and radius tuned on the TRAIN parts, pasted like the models); plain_ae (same network,
 no quantization); vq_noreg (VQ-AE, reg_weight 0); sovqae (ours) with code hysteresis 0 / 0.25 /
-0.5 (same checkpoint) and with --paste-mode replace. All restores use the default pipeline
+0.5 (same checkpoint), with temporal smoothing of the correction (0.5, alone and with
+hysteresis 0.25) and with --paste-mode replace. All restores use the default pipeline
 settings (residual paste, confidence blending on) unless named otherwise.
 Ablations on one clip: delta 0.25 / 0.5 / 1.0 and training data 25 / 50 / 75 / 100% (first N%
 of the training crops), same budget each.
@@ -80,6 +81,8 @@ METHODS: dict[str, dict[str, Any]] = {
     "sovqae": {"kind": "model", "run": "sovqae"},
     "sovqae_h0.25": {"kind": "model", "run": "sovqae", "hysteresis": 0.25},
     "sovqae_h0.5": {"kind": "model", "run": "sovqae", "hysteresis": 0.5},
+    "sovqae_s0.5": {"kind": "model", "run": "sovqae", "smooth": 0.5},
+    "sovqae_h0.25_s0.5": {"kind": "model", "run": "sovqae", "hysteresis": 0.25, "smooth": 0.5},
     "sovqae_replace": {"kind": "model", "run": "sovqae", "paste": "replace"},
 }
 BASELINES = ["degraded", "sharpen", "plain_ae", "vq_noreg"]
@@ -282,6 +285,7 @@ def restore_eval(clip: str, method: str, spec: dict[str, Any], work: str,
     from threpair.evaluate import evaluate_videos
     from threpair.inference import IdentityModel
     from threpair.restore import restore_video
+    from threpair.smoothing import SmoothedCorrection
 
     d = Path(work) / clip
     fake, real = d / "fake.mp4", d / "test.mp4"
@@ -297,6 +301,8 @@ def restore_eval(clip: str, method: str, spec: dict[str, Any], work: str,
         else:
             model = IdentityModel.load(d / f"{spec['run']}.safetensors", "cpu",
                                        spec.get("hysteresis", 0.0))  # fmt: skip
+            if spec.get("smooth"):
+                model = SmoothedCorrection(model, spec["smooth"])
             cfg = PipelineConfig(crop=model.crop,
                                  paste=PasteConfig(mode=spec.get("paste", "residual")))  # fmt: skip
         summ = restore_video(fake, out, model, cfg)
@@ -737,6 +743,8 @@ def main() -> None:
     n_te = sum(bool(v.get("temporal_error")) for v in verdicts)
     n_both = sum(bool(v.get("psnr_face")) and bool(v.get("temporal_error")) for v in verdicts)
     hyst = [verdict(rows, c, "sovqae_h0.25") for c in clips]
+    smooth = [verdict(rows, c, "sovqae_s0.5") for c in clips]
+    smooth_hyst = [verdict(rows, c, "sovqae_h0.25_s0.5") for c in clips]
 
     cmd = "python bench/quality.py"
     if args.minutes != 6.0:
@@ -792,7 +800,10 @@ def main() -> None:
         "the same network without quantization (use_vq=False); vq_noreg = VQ-AE without the "
         "min-distance regularizer (reg_weight 0); sovqae = ours (regularizer, delta 0.5), "
         "restored with code hysteresis 0 (sovqae), 0.25 and 0.5 (fraction of delta_min; same "
-        "checkpoint), and with `--paste-mode replace` as in the paper (sovqae_replace). All "
+        "checkpoint), with temporal smoothing of the correction (`--temporal-smooth 0.5`: the "
+        "model's change to the crop averaged over time, motion from the current frame; "
+        "sovqae_s0.5, and with hysteresis 0.25: sovqae_h0.25_s0.5), and with `--paste-mode "
+        "replace` as in the paper (sovqae_replace). All "
         "trained models are degradation-aware (degraded crops in, real crops out). All "
         "restores use the default pipeline (residual paste, feathered face mask, confidence "
         "blending on) unless named otherwise.\n\n"
@@ -825,6 +836,9 @@ def main() -> None:
              ""]  # fmt: skip
     lines += [verdict_line(v) for v in verdicts]
     lines += ["", "With hysteresis 0.25 instead:", ""] + [verdict_line(v) for v in hyst]
+    lines += ["", "With temporal smoothing 0.5 instead:", ""] + [verdict_line(v) for v in smooth]
+    lines += ["", "With hysteresis 0.25 and temporal smoothing 0.5:", ""]
+    lines += [verdict_line(v) for v in smooth_hyst]
     lines += framing_lines(framing, clips, rows)
     lines += ["", "## Training runs (validation crops of the train part, 64 px)", "",
               "cpu_share = CPU seconds / wall seconds of the training process (1 = a whole "
@@ -883,6 +897,8 @@ def main() -> None:
     data = json.loads((RESULTS / "quality.json").read_text())
     data["verdicts"] = verdicts
     data["verdicts_h0.25"] = hyst
+    data["verdicts_s0.5"] = smooth
+    data["verdicts_h0.25_s0.5"] = smooth_hyst
     data["claim_3_of_4"] = {"psnr_face": n_psnr, "temporal_error": n_te, "both": n_both,
                             "clips": k, "holds": bool(k == 4 and n_both >= 3)}  # fmt: skip
     data["training"] = {f"{c}/{n}": train_res[(c, n)] for (c, n) in train_res}

@@ -42,6 +42,8 @@ def test_restore_json(tmp_path, clip):
         ("no_dir", 2, "does not exist"),
         ("bad_region", 2, "--region"),
         ("bad_model", 2, "model not found"),
+        ("bad_smooth", 2, "--temporal-smooth"),
+        ("bad_batch", 2, "--batch-size"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(tmp_path, clip, case, code, message):
@@ -67,6 +69,10 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, clip, case, code, message):
         extra = ["--region", "ears"]
     elif case == "bad_model":
         extra = ["--model", str(tmp_path / "none.safetensors")]
+    elif case == "bad_smooth":
+        extra = ["--temporal-smooth", "1.5"]
+    elif case == "bad_batch":
+        extra = ["--batch-size", "0"]
     before = clip.read_bytes()
     r = run("restore", src, out, *extra)
     assert r.returncode == code, r.stderr

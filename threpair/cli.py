@@ -110,18 +110,22 @@ def main_options(
     """Repair lip-synced talking-head video with a model trained on the real person."""
 
 
-def load_face_model(spec: str, device: str, hysteresis: float = 0.0):
-    """`passthrough` or a checkpoint path -> a FaceModel."""
+def load_face_model(spec: str, device: str, hysteresis: float = 0.0, smooth: float = 0.0):
+    """`passthrough` or a checkpoint path -> a FaceModel (with temporal smoothing if > 0)."""
     from threpair.restore import Passthrough
 
+    if not 0 <= smooth < 1:
+        raise InputError(f"--temporal-smooth {smooth}: use a value in [0, 1)")
     if spec == "passthrough":
         return Passthrough()
     path = Path(spec)
     if not path.exists():
         raise InputError(f"{spec}: model not found (give a .safetensors file or 'passthrough')")
     from threpair.inference import IdentityModel
+    from threpair.smoothing import SmoothedCorrection
 
-    return IdentityModel.load(path, device=device, hysteresis=hysteresis)
+    model = IdentityModel.load(path, device=device, hysteresis=hysteresis)
+    return SmoothedCorrection(model, smooth) if smooth > 0 else model
 
 
 @app.command()
@@ -171,6 +175,10 @@ def restore(
         typer.Option(
             help="Keep last frame's code unless the new one is nearer by this x delta_min."
         ),
+    ] = 0.0,
+    temporal_smooth: Annotated[
+        float,
+        typer.Option(help="Share of the previous frame's correction kept (0 = off): less flicker."),
     ] = 0.0,
     confidence_blend: Annotated[
         bool, typer.Option(help="Paste low-confidence frames at reduced strength.")
@@ -223,7 +231,7 @@ def restore(
             raise InputError("--shard and --log need a folder output (OUT is a file name here)")
         if not single and report is not None:
             raise InputError("--report is for one file; for a folder use --log (one line a file)")
-        face_model = load_face_model(model, device, hysteresis)
+        face_model = load_face_model(model, device, hysteresis, temporal_smooth)
         size = face_model.resolution or CropConfig().size
         cfg = PipelineConfig(
             detect=DetectConfig(
@@ -242,7 +250,11 @@ def restore(
             loaded = [face_model]  # the first worker reuses the model loaded above
 
             def model_factory():
-                return loaded.pop() if loaded else load_face_model(model, device, hysteresis)
+                return (
+                    loaded.pop()
+                    if loaded
+                    else load_face_model(model, device, hysteresis, temporal_smooth)
+                )
 
             restore_folder(
                 inputs, output, model_factory, cfg, batch_size, overwrite, shard, jobs, log,
