@@ -282,6 +282,12 @@ def _crop_model_paste(
     return pasted, records
 
 
+def _sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so per-stage times are the stages' own."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _device_crop_model_paste(
     frames: list[np.ndarray],
     mats: list[np.ndarray],
@@ -309,8 +315,10 @@ def _device_crop_model_paste(
                 for r, m, (x0, y0, _, _) in zip(rects, mats, rois)
             ]
         )
+        _sync(dev)
         t1 = time.perf_counter()
         outs = model.run_tensor(crops)  # type: ignore[attr-defined]
+        _sync(dev)
         t2 = time.perf_counter()
         stats = getattr(model, "last_stats", None) or [None] * len(frames)
         records = [_strength(s, baseline, cfg) for s in stats]
