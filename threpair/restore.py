@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -244,11 +244,12 @@ def process_batch(
     return result, records
 
 
-def _strength(stats: object | None, baseline: float, cfg: PipelineConfig) -> dict:
-    """The report record for one crop: its confidence numbers and the paste strength used."""
+def _strength(stats: Any, baseline: float, cfg: PipelineConfig) -> dict:
+    """The report record for one crop: its confidence numbers (an inference.FrameStats, or
+    None for models without them) and the paste strength used."""
     if stats is None:
         return {"strength": 1.0}
-    return {**asdict(stats), "strength": cfg.confidence.strength(stats.outside, baseline)}  # type: ignore[call-overload, attr-defined]
+    return {**asdict(stats), "strength": cfg.confidence.strength(stats.outside, baseline)}
 
 
 def _add_times(timings: dict[str, float], *marks: float) -> None:
