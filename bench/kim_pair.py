@@ -97,6 +97,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=15.0, help="training wall time")
     ap.add_argument("--model", type=Path, help="use this checkpoint instead of training")
     ap.add_argument("--work", type=Path, default=Path("/tmp/kim_pair"))
+    ap.add_argument("--smooth", default="0,0.75", help="also restore with these --temporal-smooth")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     source, generated = clip_path("kim_source_7s"), clip_path("kim_wav2lip_8s")
@@ -122,8 +123,17 @@ def main() -> None:
     src_crops = face_crops(source, src_geo)
     real = crop_numbers(src_crops, ~np.isnan(src_geo[:, 0]))
     rows = []
-    for name, crops in (("generated (Wav2Lip+GFPGAN)", gen_crops), ("repaired", fixed_crops)):
+    pairs = (("generated (Wav2Lip+GFPGAN)", gen_crops), ("repaired (defaults)", fixed_crops))
+    for name, crops in pairs:
         row = {"video": name, **crop_numbers(crops, has_face)}
+        row["mouth sharpness / real"] = row["mouth sharpness"] / real["mouth sharpness"]
+        rows.append(row)
+    for w in [v for v in args.smooth.split(",") if v]:
+        variant = args.work / f"kim_repaired_s{w}.mp4"
+        threpair("restore", str(generated), str(variant), "-m", str(model),
+                 "--temporal-smooth", w)  # fmt: skip
+        row = {"video": f"repaired, --temporal-smooth {w}"}
+        row.update(crop_numbers(face_crops(variant, gen_geo), has_face))
         row["mouth sharpness / real"] = row["mouth sharpness"] / real["mouth sharpness"]
         rows.append(row)
     rows.append({"video": "real footage (kim_source_7s)", **real, "mouth sharpness / real": 1.0})

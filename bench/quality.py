@@ -22,7 +22,8 @@ strength and radius tuned on the TRAIN parts, pasted like the models); plain_ae 
 no quantization); vq_noreg (VQ-AE, reg_weight 0); sovqae (ours) with code hysteresis 0 / 0.25 /
 0.5 (same checkpoint), with temporal smoothing of the correction (0.5 and 0.75, and 0.5
 with hysteresis 0.25) and with --paste-mode replace. All restores use the default pipeline
-settings (residual paste, confidence blending on) unless named otherwise.
+settings (residual paste, confidence blending on) unless named otherwise, except that sovqae
+and the other models run without temporal smoothing (the CLI default is 0.5: sovqae_s0.5).
 Ablations on one clip: delta 0.25 / 0.5 / 1.0 and training data 25 / 50 / 75 / 100% (first N%
 of the training crops), same budget each.
 
@@ -758,8 +759,6 @@ def main() -> None:
         cmd += " --no-ablations"
     elif args.ablation_clip != ABLATION_CLIP:
         cmd += f" --ablation-clip {args.ablation_clip}"
-    if args.work != "/tmp/quality":
-        cmd += f" --work {args.work}"
     wall = timing["wall"]
     n_train = len(runs)
     info_txt = "; ".join(
@@ -807,7 +806,9 @@ def main() -> None:
         "with `--paste-mode replace` as in the paper (sovqae_replace). All "
         "trained models are degradation-aware (degraded crops in, real crops out). All "
         "restores use the default pipeline (residual paste, feathered face mask, confidence "
-        "blending on) unless named otherwise.\n\n"
+        "blending on) unless named otherwise, except that the models run without temporal "
+        "smoothing unless named _s (the CLI's default `--temporal-smooth 0.5` is "
+        "sovqae_s0.5).\n\n"
         "**Metrics** (`evaluate_videos`, means over frames with a face): PSNR (dB) and SSIM "
         "on the face mask and the mouth mask of the real test part's face track; "
         "temporal_error = mean |(R_t - R_t-1) - (G_t - G_t-1)| over the face (flicker added "
@@ -817,7 +818,8 @@ def main() -> None:
         "at reduced strength; kept = share of latent positions where hysteresis kept the "
         "previous code.\n\n"
         f"Regenerate everything with: `{cmd}` (about {wall / 60:.0f} min on 2 cores; "
-        "`--reuse` rebuilds the report from the jobs finished in /tmp/quality)."
+        "`--reuse` rebuilds the report from the jobs finished in the `--work` folder, "
+        "default /tmp/quality)."
     )
     columns = ["clip", "method", *METRICS, "steps", "blended_less", "kept"]
     write_results("quality", [_present(r) for r in rows], columns, note)
@@ -829,7 +831,8 @@ def main() -> None:
              "NRoUB"]  # fmt: skip
     k = len(clips)
     lines = ["", "## Does SOVQAE beat every baseline?", "",
-             f"Baselines: {', '.join(BASELINES)}. SOVQAE = hysteresis 0, default paste. "
+             f"Baselines: {', '.join(BASELINES)}. SOVQAE = hysteresis 0, no temporal "
+             "smoothing, default paste. "
              f"Face PSNR: {n_psnr} of {k} clips; temporal error: {n_te} of {k}; both: "
              f"{n_both} of {k}. The claim (both, on at least 3 of 4 clips) "
              + ("**holds**." if n_both >= 3 and k == 4 else
@@ -879,7 +882,8 @@ def main() -> None:
             "# quality_ablations", "",
             f"The paper's two ablations on {c}, same setup and budget as quality.md "
             f"({args.minutes:g} min on one core per run, 64-px model, face box rendered at "
-            f"{gen_res_frame()} px, default restore: hysteresis 0, residual paste, confidence "
+            f"{gen_res_frame()} px, restore: hysteresis 0, no temporal smoothing, residual "
+            "paste, confidence "
             "blending). delta = the regularizer's lower bound on each code's distance to its "
             "nearest other code (chord distance on the unit sphere; default 0.5). Training "
             "data = the first N% of the training crops of the train part (time order), "

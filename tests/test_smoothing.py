@@ -58,3 +58,12 @@ def test_batch_size_does_not_change_smoothing(moving):
 def test_weight_must_be_below_one():
     with pytest.raises(ValueError, match="0, 1"):
         SmoothedCorrection(Passthrough(), 1.0)
+
+
+def test_cli_default_is_the_library_default():
+    import inspect
+
+    from threpair import cli
+    from threpair.smoothing import DEFAULT_WEIGHT
+
+    assert inspect.signature(cli.restore).parameters["temporal_smooth"].default == DEFAULT_WEIGHT

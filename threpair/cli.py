@@ -179,7 +179,7 @@ def restore(
     temporal_smooth: Annotated[
         float,
         typer.Option(help="Share of the previous frame's correction kept (0 = off): less flicker."),
-    ] = 0.0,
+    ] = 0.5,  # = smoothing.DEFAULT_WEIGHT, written out so `--help` does not import torch
     confidence_blend: Annotated[
         bool, typer.Option(help="Paste low-confidence frames at reduced strength.")
     ] = True,

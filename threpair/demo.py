@@ -28,6 +28,7 @@ from threpair.evaluate import degrade_video, evaluate_videos
 from threpair.inference import IdentityModel
 from threpair.model import get_preset
 from threpair.restore import ProgressFn, restore_video
+from threpair.smoothing import DEFAULT_WEIGHT, SmoothedCorrection
 from threpair.synthetic import talking_head_frames
 from threpair.train import TrainConfig, train
 from threpair.video import VideoWriter, probe, read_frames, write_tone
@@ -152,7 +153,7 @@ def run_demo(
     generated = out_dir / "generated.mp4"
     degrade_video(real_test, generated, gen_res=max(4, round(gen_res / crop.margin)), cfg=cfg)
     repaired = out_dir / "repaired.mp4"
-    model = IdentityModel.load(ckpt, device="auto")
+    model = SmoothedCorrection(IdentityModel.load(ckpt, device="auto"), DEFAULT_WEIGHT)
     restore_video(generated, repaired, model, cfg, progress=progress)
 
     before = evaluate_videos(generated, real_test, cfg).summary["psnr_face"]

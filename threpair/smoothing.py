@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+DEFAULT_WEIGHT = 0.5  # restore's default: halves the flicker the model adds (bench/quality)
+
 
 class SmoothedCorrection:
     """Wraps a FaceModel; `weight` in [0, 1) is the previous frame's share of the correction."""
