@@ -302,7 +302,7 @@ def restore_eval(clip: str, method: str, spec: dict[str, Any], work: str,
             cfg = PipelineConfig()  # resolution None: the default 256-px crop
         else:
             model = IdentityModel.load(d / f"{spec['run']}.safetensors", "cpu",
-                                       spec.get("hysteresis", 0.0))  # fmt: skip
+                                       spec.get("hysteresis", 0.0), "fp32")  # fmt: skip
             if spec.get("smooth"):
                 model = SmoothedCorrection(model, spec["smooth"])
             cfg = PipelineConfig(crop=model.crop,
@@ -379,7 +379,7 @@ def framing_check(clip: str, work: str, sharpen: dict[str, Any]) -> dict[str, An
         ("sovqae", "sovqae", 0.0),
         ("sovqae_h0.25", "sovqae", 0.25),
     ):
-        model = IdentityModel.load(d / f"{run}.safetensors", "cpu", h)
+        model = IdentityModel.load(d / f"{run}.safetensors", "cpu", h, "fp32")
         outputs[name] = (s64, run_model(model, s64))  # fmt: skip
 
     face_m = region_mask(size256, "face", cfg.crop, cfg.paste.feather)

@@ -46,12 +46,13 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch-size", type=int, default=None, help="default: 32 CUDA, 8 CPU")
     ap.add_argument("--warp", default="auto", choices=["auto", "opencv", "torch"])
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--name", default="speed", help="results file name")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = IdentityModel.load(args.model, device=args.device)
+    model = IdentityModel.load(args.model, device=args.device, precision=args.precision)
     cuda = model.device.type == "cuda"
     label = args.preset_name or args.model.stem
     crop = model.crop or CropConfig(size=model.resolution or 256)
@@ -87,7 +88,8 @@ def main() -> None:
         list(rows[0]),
         f"End-to-end restore vs a plain ffmpeg transcode (libx264 crf 18 medium, audio copied), "
         f"measured back to back. Model: {label} ({model.resolution} px, device "
-        f"{model.device}, {torch.get_num_threads()} torch threads, warp {args.warp}, batch "
+        f"{model.device}, {model.autocast_dtype or torch.float32}, {torch.get_num_threads()} "
+        f"torch threads, warp {args.warp}, batch "
         f"{args.batch_size or 'auto'}). Stage columns are for the model run. Command: `python "
         f"bench/speed.py {' '.join(sys.argv[1:])}`.",
     )

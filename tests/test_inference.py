@@ -86,9 +86,28 @@ def test_confidence_drops_on_heavy_noise(trained):
 def test_fp16_matches_fp32(trained):
     path, crops = trained
     gpu = IdentityModel.load(path, device="cuda")
-    cpu = IdentityModel.load(path, device="cpu")
+    cpu = IdentityModel.load(path, device="cpu", precision="fp32")
     a, b = gpu(crops[:16]).astype(int), cpu(crops[:16]).astype(int)
     assert np.abs(a - b).mean() < 2.0
+
+
+def test_bf16_matches_fp32(trained):
+    """The CPU's bf16 autocast (the default where the CPU has native bf16) agrees with fp32."""
+    path, crops = trained
+    fast = IdentityModel.load(path, device="cpu", precision="bf16")
+    exact = IdentityModel.load(path, device="cpu", precision="fp32")
+    assert fast.autocast_dtype == torch.bfloat16 and exact.autocast_dtype is None
+    a, b = fast(crops[:16]).astype(int), exact(crops[:16]).astype(int)
+    assert np.abs(a - b).mean() < 2.0
+
+
+def test_fp16_needs_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    from threpair.inference import resolve_precision
+
+    with pytest.raises(ValueError, match="CUDA"):
+        resolve_precision("fp16", torch.device("cpu"))
 
 
 def test_restore_with_model_writes_report(tmp_path, trained, clip):

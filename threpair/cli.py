@@ -110,7 +110,9 @@ def main_options(
     """Repair lip-synced talking-head video with a model trained on the real person."""
 
 
-def load_face_model(spec: str, device: str, hysteresis: float = 0.0, smooth: float = 0.0):
+def load_face_model(
+    spec: str, device: str, hysteresis: float = 0.0, smooth: float = 0.0, precision: str = "auto"
+):
     """`passthrough` or a checkpoint path -> a FaceModel (with temporal smoothing if > 0)."""
     from threpair.restore import Passthrough
 
@@ -121,10 +123,15 @@ def load_face_model(spec: str, device: str, hysteresis: float = 0.0, smooth: flo
     path = Path(spec)
     if not path.exists():
         raise InputError(f"{spec}: model not found (give a .safetensors file or 'passthrough')")
-    from threpair.inference import IdentityModel
+    from threpair.inference import PRECISIONS, IdentityModel
     from threpair.smoothing import SmoothedCorrection
 
-    model = IdentityModel.load(path, device=device, hysteresis=hysteresis)
+    if precision not in PRECISIONS:
+        raise InputError(f"--precision {precision}: use {', '.join(PRECISIONS)}")
+    try:
+        model = IdentityModel.load(path, device=device, hysteresis=hysteresis, precision=precision)
+    except ValueError as e:  # e.g. fp16 without CUDA
+        raise InputError(f"--precision {precision}: {e}") from None
     return SmoothedCorrection(model, smooth) if smooth > 0 else model
 
 
@@ -170,6 +177,10 @@ def restore(
         int | None, typer.Option(help="Crops per model call [default: 32 on CUDA, 8 on CPU].")
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(help="auto (fp16 on CUDA, bf16 on CPUs that have it, else fp32), fp32, bf16."),
+    ] = "auto",
     hysteresis: Annotated[
         float,
         typer.Option(
@@ -231,7 +242,7 @@ def restore(
             raise InputError("--shard and --log need a folder output (OUT is a file name here)")
         if not single and report is not None:
             raise InputError("--report is for one file; for a folder use --log (one line a file)")
-        face_model = load_face_model(model, device, hysteresis, temporal_smooth)
+        face_model = load_face_model(model, device, hysteresis, temporal_smooth, precision)
         size = face_model.resolution or CropConfig().size
         cfg = PipelineConfig(
             detect=DetectConfig(
@@ -253,7 +264,7 @@ def restore(
                 return (
                     loaded.pop()
                     if loaded
-                    else load_face_model(model, device, hysteresis, temporal_smooth)
+                    else load_face_model(model, device, hysteresis, temporal_smooth, precision)
                 )
 
             restore_folder(
