@@ -101,7 +101,6 @@ def main() -> None:
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     source, generated = clip_path("kim_source_7s"), clip_path("kim_wav2lip_8s")
-    t0 = time.perf_counter()
     model, trained = args.model, {}
     if model is None:
         model = args.work / f"kim_{args.preset}.safetensors"
@@ -109,6 +108,13 @@ def main() -> None:
             "train-identity", str(source), "--preset", args.preset,
             "--minutes", str(args.minutes), "--steps", "1000000", "--out", str(model),
         )  # fmt: skip
+    else:  # what the checkpoint says about its training
+        cmd = [sys.executable, "-m", "threpair", "inspect", str(model), "--json"]
+        meta = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+        info = meta["metadata"].get("training", {})
+        trained = {"steps": info.get("steps"), "val": info.get("val", {})}
+        args.minutes = info.get("seconds", 0) / 60
+        args.preset = meta["metadata"].get("preset", args.preset)
     t1 = time.perf_counter()
     fixed = args.work / "kim_repaired.mp4"
     report = args.work / "report.json"
@@ -152,16 +158,17 @@ def main() -> None:
     note = (
         f"Train on kim_source_7s.mp4 (the real person), repair kim_wav2lip_8s.mp4 (a real "
         f"Wav2Lip+GFPGAN output of her, other audio: frames do not line up, so no PSNR). Model: "
-        f"preset {args.preset}, {args.minutes:g} min of CPU training ({steps} steps{val_text}), "
+        f"preset {args.preset}, {args.minutes:.0f} min of CPU training ({steps} steps{val_text}), "
         f"default restore settings. Numbers on {VIEW}-px face crops along the generated video's "
         f"face track, the same crops for both versions: mouth sharpness = Laplacian variance in "
         f"the mouth region (the real footage's level for scale); flicker (noref) = mean |crop_t - "
         f"crop_t-1| over the face (real motion counts too: compare the two versions only). "
         f"Confidence: mean share of latent positions outside delta_min/2 "
         f"{conf.get('outside_mean', float('nan')):.2f}, frames pasted at reduced strength "
-        f"{conf.get('blended_less', 0)} of {restored.get('frames')}. Train {t1 - t0:.0f} s, "
-        f"restore {t2 - t1:.0f} s. Picture: bench/results/kim_pair.png. Command: `python "
-        f"bench/kim_pair.py --preset {args.preset} --minutes {args.minutes:g}`."
+        f"{conf.get('blended_less', 0)} of {restored.get('frames')}. "
+        f"Restore {t2 - t1:.0f} s (defaults: bf16 where the CPU has it, temporal smoothing "
+        f"0.5). Picture: bench/results/kim_pair.png. Command: `python "
+        f"bench/kim_pair.py --preset {args.preset} --minutes {args.minutes:.0f}`."
     )
     cols = ["video", "mouth sharpness", "mouth sharpness / real", "flicker (noref)"]
     write_results("kim_pair", rows, cols, note)
