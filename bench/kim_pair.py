@@ -30,10 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import RESULTS, clip_path, write_results  # noqa: E402
 from threpair.config import CropConfig, PipelineConfig  # noqa: E402
 from threpair.demo import label  # noqa: E402
-from threpair.geometry import crop_matrix, region_mask, warp_crop  # noqa: E402
+from threpair.evaluate import face_crops  # noqa: E402
+from threpair.geometry import region_mask  # noqa: E402
 from threpair.metrics import sharpness, temporal_error_noref  # noqa: E402
 from threpair.restore import analyze_faces  # noqa: E402
-from threpair.video import probe, read_frames  # noqa: E402
+from threpair.video import probe  # noqa: E402
 
 VIEW = 256  # face crops are compared and shown at this size
 CROP = CropConfig(size=VIEW)
@@ -48,19 +49,11 @@ def threpair(*args: str) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def face_crops(video: Path, geometry: np.ndarray) -> np.ndarray:
-    """(N, VIEW, VIEW, 3) crops of `video` along a face track (same framing for versions)."""
-    crops = []
-    for i, frame in enumerate(read_frames(probe(video))):
-        if i >= len(geometry) or np.isnan(geometry[i, 0]):
-            crops.append(np.zeros((VIEW, VIEW, 3), np.uint8))
-            continue
-        crops.append(warp_crop(frame, crop_matrix(geometry[i], VIEW), VIEW))
-    return np.stack(crops)
-
-
-def track(video: Path) -> np.ndarray:
-    return analyze_faces(probe(video), PipelineConfig(crop=CROP)).geometry
+def tracked_crops(video: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The video's own face track and its VIEW-px crops along it (one probe, one decode each)."""
+    info = probe(video)
+    geometry = analyze_faces(info, PipelineConfig(crop=CROP)).geometry
+    return geometry, face_crops(info, geometry, VIEW)
 
 
 def crop_numbers(crops: np.ndarray, has_face: np.ndarray) -> dict[str, float]:
@@ -122,26 +115,25 @@ def main() -> None:
                         "--report", str(report))  # fmt: skip
     t2 = time.perf_counter()
 
-    gen_geo = track(generated)
+    gen_geo, gen_crops = tracked_crops(generated)
     has_face = ~np.isnan(gen_geo[:, 0])
-    gen_crops, fixed_crops = face_crops(generated, gen_geo), face_crops(fixed, gen_geo)
-    src_geo = track(source)
-    src_crops = face_crops(source, src_geo)
+    src_geo, src_crops = tracked_crops(source)
     real = crop_numbers(src_crops, ~np.isnan(src_geo[:, 0]))
-    rows = []
-    pairs = (("generated (Wav2Lip+GFPGAN)", gen_crops), ("repaired (defaults)", fixed_crops))
-    for name, crops in pairs:
-        row = {"video": name, **crop_numbers(crops, has_face)}
-        row["mouth sharpness / real"] = row["mouth sharpness"] / real["mouth sharpness"]
-        rows.append(row)
+
+    def row(name: str, crops: np.ndarray) -> dict:
+        numbers = crop_numbers(crops, has_face)
+        ratio = numbers["mouth sharpness"] / real["mouth sharpness"]
+        return {"video": name, **numbers, "mouth sharpness / real": ratio}
+
+    fixed_crops = face_crops(probe(fixed), gen_geo, VIEW)  # the generated video's framing
+    rows = [row("generated (Wav2Lip+GFPGAN)", gen_crops), row("repaired (defaults)", fixed_crops)]
     for w in [v for v in args.smooth.split(",") if v]:
         variant = args.work / f"kim_repaired_s{w}.mp4"
         threpair("restore", str(generated), str(variant), "-m", str(model),
                  "--temporal-smooth", w)  # fmt: skip
-        row = {"video": f"repaired, --temporal-smooth {w}"}
-        row.update(crop_numbers(face_crops(variant, gen_geo), has_face))
-        row["mouth sharpness / real"] = row["mouth sharpness"] / real["mouth sharpness"]
-        rows.append(row)
+        rows.append(
+            row(f"repaired, --temporal-smooth {w}", face_crops(probe(variant), gen_geo, VIEW))
+        )
     rows.append({"video": "real footage (kim_source_7s)", **real, "mouth sharpness / real": 1.0})
     conf = restored.get("confidence", {})
     picks = np.linspace(0, int(has_face.sum()) - 1, 4).round().astype(int)

@@ -88,6 +88,12 @@ METHODS: dict[str, dict[str, Any]] = {
     "sovqae_replace": {"kind": "model", "run": "sovqae", "paste": "replace"},
 }
 BASELINES = ["degraded", "sharpen", "plain_ae", "vq_noreg"]
+# SOVQAE restore variants also judged against the baselines: method -> heading in quality.md
+VERDICT_VARIANTS = {
+    "sovqae_h0.25": "With hysteresis 0.25 instead:",
+    "sovqae_s0.5": "With temporal smoothing 0.5 instead:",
+    "sovqae_h0.25_s0.5": "With hysteresis 0.25 and temporal smoothing 0.5:",
+}
 METRICS = ["psnr_face", "ssim_face", "psnr_mouth", "ssim_mouth", "temporal_error",
            "sharpness_mouth"]  # fmt: skip
 HIGHER_BETTER = {"psnr_face": True, "ssim_face": True, "psnr_mouth": True, "ssim_mouth": True,
@@ -744,9 +750,7 @@ def main() -> None:
     n_psnr = sum(bool(v.get("psnr_face")) for v in verdicts)
     n_te = sum(bool(v.get("temporal_error")) for v in verdicts)
     n_both = sum(bool(v.get("psnr_face")) and bool(v.get("temporal_error")) for v in verdicts)
-    hyst = [verdict(rows, c, "sovqae_h0.25") for c in clips]
-    smooth = [verdict(rows, c, "sovqae_s0.5") for c in clips]
-    smooth_hyst = [verdict(rows, c, "sovqae_h0.25_s0.5") for c in clips]
+    variant_verdicts = {m: [verdict(rows, c, m) for c in clips] for m in VERDICT_VARIANTS}
 
     cmd = "python bench/quality.py"
     if args.minutes != 6.0:
@@ -840,10 +844,8 @@ def main() -> None:
                 ("**does not hold**." if k == 4 else "(not all 4 clips in this run)")),
              ""]  # fmt: skip
     lines += [verdict_line(v) for v in verdicts]
-    lines += ["", "With hysteresis 0.25 instead:", ""] + [verdict_line(v) for v in hyst]
-    lines += ["", "With temporal smoothing 0.5 instead:", ""] + [verdict_line(v) for v in smooth]
-    lines += ["", "With hysteresis 0.25 and temporal smoothing 0.5:", ""]
-    lines += [verdict_line(v) for v in smooth_hyst]
+    for m, title in VERDICT_VARIANTS.items():
+        lines += ["", title, ""] + [verdict_line(v) for v in variant_verdicts[m]]
     lines += framing_lines(framing, clips, rows)
     lines += ["", "## Training runs (validation crops of the train part, 64 px)", "",
               "cpu_share = CPU seconds / wall seconds of the training process (1 = a whole "
@@ -902,9 +904,8 @@ def main() -> None:
 
     data = json.loads((RESULTS / "quality.json").read_text())
     data["verdicts"] = verdicts
-    data["verdicts_h0.25"] = hyst
-    data["verdicts_s0.5"] = smooth
-    data["verdicts_h0.25_s0.5"] = smooth_hyst
+    for m, vs in variant_verdicts.items():
+        data[f"verdicts_{m.removeprefix('sovqae_')}"] = vs
     data["claim_3_of_4"] = {"psnr_face": n_psnr, "temporal_error": n_te, "both": n_both,
                             "clips": k, "holds": bool(k == 4 and n_both >= 3)}  # fmt: skip
     data["training"] = {f"{c}/{n}": train_res[(c, n)] for (c, n) in train_res}

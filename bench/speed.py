@@ -25,16 +25,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import REAL_CLIPS, Timer, clip_path, write_results  # noqa: E402
-from threpair.config import CropConfig, PipelineConfig  # noqa: E402
+from threpair.config import CropConfig, EncodeConfig, PipelineConfig  # noqa: E402
 from threpair.inference import IdentityModel  # noqa: E402
 from threpair.restore import Passthrough, restore_video  # noqa: E402
 from threpair.video import ffmpeg_exe, probe  # noqa: E402
 
 
-def plain_transcode(src: Path, dst: Path) -> None:
+def plain_transcode(src: Path, dst: Path, enc: EncodeConfig) -> None:
+    """ffmpeg alone, with the encoder settings restore uses: the floor for restore's time."""
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(src)]
-    cmd += ["-map", "0:v:0", "-map", "0:a?", "-c:v", "libx264", "-crf", "18"]
-    cmd += ["-preset", "medium", "-pix_fmt", "yuv420p", "-c:a", "copy", str(dst)]
+    cmd += ["-map", "0:v:0", "-map", "0:a?", "-c:v", enc.codec, "-crf", str(enc.crf)]
+    cmd += ["-preset", enc.preset, "-pix_fmt", enc.pix_fmt, "-c:a", "copy", str(dst)]
     subprocess.run(cmd, check=True)
 
 
@@ -56,19 +57,19 @@ def main() -> None:
     cuda = model.device.type == "cuda"
     label = args.preset_name or args.model.stem
     crop = model.crop or CropConfig(size=model.resolution or 256)
+    cfg = PipelineConfig(crop=crop, warp=args.warp)  # the transcode uses its encoder settings
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.clips.split(","):
             src = clip_path(name)
             info = probe(src)
             with Timer() as t_ff:
-                plain_transcode(src, Path(tmp) / "ff.mp4")
+                plain_transcode(src, Path(tmp) / "ff.mp4", cfg.encode)
             row = {"clip": name, "size": f"{info.width}x{info.height}", "frames": info.frame_count}
             row["transcode fps"] = info.frame_count / t_ff.seconds
             for tag, m in (("passthrough", Passthrough()), (label, model)):
                 if hasattr(m, "reset"):
                     m.reset()
-                cfg = PipelineConfig(crop=crop, warp=args.warp)
                 if cuda:
                     torch.cuda.reset_peak_memory_stats()
                 with Timer() as t:

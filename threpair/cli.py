@@ -123,15 +123,14 @@ def load_face_model(
     path = Path(spec)
     if not path.exists():
         raise InputError(f"{spec}: model not found (give a .safetensors file or 'passthrough')")
-    from threpair.inference import PRECISIONS, IdentityModel
+    from threpair.inference import IdentityModel, resolve_device, resolve_precision
     from threpair.smoothing import SmoothedCorrection
 
-    if precision not in PRECISIONS:
-        raise InputError(f"--precision {precision}: use {', '.join(PRECISIONS)}")
-    try:
-        model = IdentityModel.load(path, device=device, hysteresis=hysteresis, precision=precision)
-    except ValueError as e:  # e.g. fp16 without CUDA
+    try:  # checked before loading, so only this setting's errors become this message
+        resolve_precision(precision, resolve_device(device))
+    except ValueError as e:  # an unknown name, or fp16 without CUDA
         raise InputError(f"--precision {precision}: {e}") from None
+    model = IdentityModel.load(path, device=device, hysteresis=hysteresis, precision=precision)
     return SmoothedCorrection(model, smooth) if smooth > 0 else model
 
 

@@ -23,7 +23,7 @@ from threpair.errors import InputError
 from threpair.geometry import crop_matrix, frame_mask, region_mask, warp_crop
 from threpair.metrics import TemporalError, psnr, sharpness_ratio, sliding_evaluation, ssim
 from threpair.restore import ProgressFn, analyze_faces, prefetch
-from threpair.video import VideoWriter, check_output_path, probe, read_frames
+from threpair.video import VideoInfo, VideoWriter, check_output_path, probe, read_frames
 
 
 def generator_box(geometry: np.ndarray, crop: CropConfig) -> tuple[float, float, float, float]:
@@ -191,19 +191,22 @@ _METRICS = ("psnr_face", "ssim_face", "psnr_mouth", "ssim_mouth", "sharpness_mou
 EVAL_CROP = 128  # crop size for the sliding evaluation
 
 
-def _face_crops(info, analysis) -> np.ndarray:
-    crops = np.zeros((analysis.n_frames, EVAL_CROP, EVAL_CROP, 3), np.uint8)
-    valid = analysis.has_face
+def face_crops(info: VideoInfo, geometry: np.ndarray, size: int = EVAL_CROP) -> np.ndarray:
+    """(N, size, size, 3) crops of the video along a face track's `geometry` (N, 4); black
+    where the geometry is NaN (no face). The same track cuts comparable crops of two
+    versions of one video."""
+    crops = np.zeros((len(geometry), size, size, 3), np.uint8)
+    valid = ~np.isnan(geometry[:, 0])
     for i, frame in enumerate(prefetch(read_frames(info), 4)):
-        if i < analysis.n_frames and valid[i]:
-            crops[i] = warp_crop(frame, crop_matrix(analysis.geometry[i], EVAL_CROP), EVAL_CROP)
+        if i < len(geometry) and valid[i]:
+            crops[i] = warp_crop(frame, crop_matrix(geometry[i], size), size)
     return crops
 
 
 def _sliding(a_info, b_info, ref_faces, cfg, window, progress, t0) -> EvalResult:
     res_faces = analyze_faces(a_info, cfg, progress=progress)
-    a = _face_crops(a_info, res_faces)
-    b = _face_crops(b_info, ref_faces)
+    a = face_crops(a_info, res_faces.geometry)
+    b = face_crops(b_info, ref_faces.geometry)
     n, m = len(a), len(b)
     win = window or min(n, m)
     if not 1 <= win <= min(n, m):

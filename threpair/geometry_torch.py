@@ -23,30 +23,25 @@ from torch import Tensor
 from threpair.config import PasteConfig
 
 
-def _pixel_grid(h: int, w: int, device: torch.device) -> tuple[Tensor, Tensor]:
+def _grid(affine: np.ndarray, out_h: int, out_w: int, src_h: int, src_w: int, device) -> Tensor:
+    """grid_sample grid (1, out_h, out_w, 2) that reads a (src_h, src_w) image at affine(x, y)
+    for every output pixel (x, y); `affine` (2x3) maps output to source pixel coordinates."""
+    a = torch.as_tensor(affine, dtype=torch.float32, device=device)
     ys, xs = torch.meshgrid(
-        torch.arange(h, device=device, dtype=torch.float32),
-        torch.arange(w, device=device, dtype=torch.float32),
+        torch.arange(out_h, device=device, dtype=torch.float32),
+        torch.arange(out_w, device=device, dtype=torch.float32),
         indexing="ij",
     )
-    return xs, ys
-
-
-def _sample(src: Tensor, affine: np.ndarray, out_h: int, out_w: int, padding: str) -> Tensor:
-    """Bilinear sample of `src` (C, H, W) at affine(x, y) for every output pixel (x, y).
-
-    `affine` (2x3) maps output pixel coordinates to `src` pixel coordinates.
-    """
-    h, w = src.shape[-2:]
-    a = torch.as_tensor(affine, dtype=torch.float32, device=src.device)
-    xs, ys = _pixel_grid(out_h, out_w, src.device)
     sx = a[0, 0] * xs + a[0, 1] * ys + a[0, 2]
     sy = a[1, 0] * xs + a[1, 1] * ys + a[1, 2]
-    grid = torch.stack([sx * (2 / max(w - 1, 1)) - 1, sy * (2 / max(h - 1, 1)) - 1], dim=-1)
-    out = F.grid_sample(
-        src[None], grid[None], mode="bilinear", padding_mode=padding, align_corners=True
-    )
-    return out[0]
+    gx, gy = sx * (2 / max(src_w - 1, 1)) - 1, sy * (2 / max(src_h - 1, 1)) - 1
+    return torch.stack([gx, gy], dim=-1)[None]
+
+
+def _sample(src: Tensor, grid: Tensor, padding: str) -> Tensor:
+    """Bilinear sample of `src` (C, H, W) on `grid` (pixel centres at integer coordinates)."""
+    return F.grid_sample(src[None], grid, mode="bilinear", padding_mode=padding,
+                         align_corners=True)[0]  # fmt: skip
 
 
 def _shifted_inverse(matrix: np.ndarray, x0: int, y0: int) -> np.ndarray:
@@ -80,7 +75,9 @@ def warp_crop(rect: Tensor, matrix: np.ndarray, x0: int, y0: int, size: int) -> 
     `rect` must cover the crop square (`geometry.paste_roi`); beyond the frame's edges the
     edge pixels are replicated, as geometry.warp_crop does.
     """
-    return _sample(rect, _shifted_inverse(matrix, x0, y0), size, size, "border")
+    h, w = rect.shape[-2:]
+    grid = _grid(_shifted_inverse(matrix, x0, y0), size, size, h, w, rect.device)
+    return _sample(rect, grid, "border")
 
 
 def match_color(out: Tensor, ref: Tensor, mask: Tensor) -> Tensor:
@@ -115,12 +112,11 @@ def paste(
     if cfg.color_match:
         out_crop = match_color(out_crop, in_crop, mask)
     h, w = rect.shape[-2:]
-    fwd = _shifted_forward(matrix, x0, y0)
-    m = _sample(mask[None], fwd, h, w, "zeros") * strength
+    size = mask.shape[-1]
+    grid = _grid(_shifted_forward(matrix, x0, y0), h, w, size, size, rect.device)  # one grid
+    m = _sample(mask[None], grid, "zeros") * strength
     if cfg.mode == "residual":
-        delta = _sample(out_crop - in_crop, fwd, h, w, "zeros")
-        blended = rect + m * delta
+        blended = rect + m * _sample(out_crop - in_crop, grid, "zeros")
     else:
-        warped = _sample(out_crop, fwd, h, w, "border")
-        blended = rect * (1 - m) + warped * m
+        blended = rect * (1 - m) + _sample(out_crop, grid, "border") * m
     return torch.where(m > 0, blended, rect)

@@ -111,8 +111,12 @@ class IdentityModel:
 
     @classmethod
     def load(
-        cls, path: str | Path, device: str = "auto", hysteresis: float = 0.0, precision="auto"
-    ):
+        cls,
+        path: str | Path,
+        device: str = "auto",
+        hysteresis: float = 0.0,
+        precision: str = "auto",
+    ) -> IdentityModel:
         """Load a checkpoint; `hysteresis` is the code-switch margin as a fraction of delta_min."""
         dev = resolve_device(device)
         model, cfg, metadata = checkpoint.load(path, device=dev)

@@ -191,9 +191,14 @@ def analyze_faces(
     )
 
 
+def model_device(model: FaceModel) -> torch.device:
+    """Where the model runs (models without a `device` attribute run on the CPU)."""
+    return torch.device(getattr(model, "device", "cpu"))
+
+
 def default_batch_size(model: FaceModel) -> int:
     """Crops per model call: 32 on CUDA (keeps the GPU busy), 8 on the CPU (latency)."""
-    return 32 if torch.device(getattr(model, "device", "cpu")).type == "cuda" else 8
+    return 32 if model_device(model).type == "cuda" else 8
 
 
 def uses_torch_warp(model: FaceModel, cfg: PipelineConfig) -> bool:
@@ -205,7 +210,7 @@ def uses_torch_warp(model: FaceModel, cfg: PipelineConfig) -> bool:
         if not has_tensor_path:
             raise ValueError("warp='torch' needs a model with run_tensor (an IdentityModel)")
         return True
-    return has_tensor_path and torch.device(getattr(model, "device", "cpu")).type == "cuda"
+    return has_tensor_path and model_device(model).type == "cuda"
 
 
 def process_batch(
@@ -230,13 +235,18 @@ def process_batch(
     mats = [crop_matrix(geometry[i], size) for i in idx]  # type: ignore[arg-type]
     mask = region_mask(size, cfg.paste.region, cfg.crop, cfg.paste.feather)
     chosen = [frames[i] for i in idx]
-    run = _crop_model_paste
+    rois = None
     if uses_torch_warp(model, cfg):
         h, w = frames[0].shape[:2]
         rois = [paste_roi(m, size, w, h) for m in mats]
-        if all(x1 > x0 and y1 > y0 for x0, y0, x1, y1 in rois):  # else: crop off the frame
-            run = _device_crop_model_paste
-    pasted, stats = run(chosen, mats, model, mask, size, baseline, cfg, timings)
+        if not all(x1 > x0 and y1 > y0 for x0, y0, x1, y1 in rois):
+            rois = None  # a crop entirely off the frame: the OpenCV path handles it
+    if rois is None:
+        pasted, stats = _crop_model_paste(chosen, mats, model, mask, size, baseline, cfg, timings)
+    else:
+        pasted, stats = _device_crop_model_paste(
+            chosen, mats, rois, model, mask, size, baseline, cfg, timings
+        )
     result = list(frames)
     for j, i in enumerate(idx):
         result[i] = pasted[j]
@@ -292,6 +302,7 @@ def _sync(device: torch.device) -> None:
 def _device_crop_model_paste(
     frames: list[np.ndarray],
     mats: list[np.ndarray],
+    rois: list[tuple[int, int, int, int]],
     model: FaceModel,
     mask: np.ndarray,
     size: int,
@@ -299,12 +310,11 @@ def _device_crop_model_paste(
     cfg: PipelineConfig,
     timings: dict[str, float],
 ) -> tuple[list[np.ndarray], list[dict]]:
-    """The device path: upload the rectangle each crop covers, warp, model, paste and
-    download it, with float crops that never leave the model's device."""
+    """The device path: upload the rectangle each crop covers (`rois`, from
+    geometry.paste_roi), warp, model, paste and download it, with float crops that never
+    leave the model's device."""
     t0 = time.perf_counter()
-    dev = torch.device(getattr(model, "device", "cpu"))
-    h, w = frames[0].shape[:2]
-    rois = [paste_roi(m, size, w, h) for m in mats]
+    dev = model_device(model)
     with torch.inference_mode():
         rects = [
             geometry_torch.to_planar(f[y0:y1, x0:x1], dev)
