@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -31,6 +32,14 @@ from threpair.config import (
     TrackConfig,
 )
 from threpair.errors import InputError, ThrepairError
+
+
+class Engine(str, Enum):
+    auto = "auto"
+    references = "references"
+    sovqae = "sovqae"
+    passthrough = "passthrough"
+
 
 app = typer.Typer(
     name="threpair",
@@ -111,9 +120,16 @@ def main_options(
 
 
 def load_face_model(
-    spec: str, device: str, hysteresis: float = 0.0, smooth: float = 0.0, precision: str = "auto"
+    spec: str,
+    device: str,
+    hysteresis: float = 0.0,
+    smooth: float = 0.0,
+    precision: str = "auto",
+    engine: str = "auto",
+    generator: str = "auto",
 ):
-    """`passthrough` or a checkpoint path -> a FaceModel (with temporal smoothing if > 0)."""
+    """`passthrough` or an identity file -> what restore_video takes (a FaceModel, or an
+    EngineRequest that picks the engine per video)."""
     from threpair.restore import Passthrough
 
     if not 0 <= smooth < 1:
@@ -122,16 +138,18 @@ def load_face_model(
         return Passthrough()
     path = Path(spec)
     if not path.exists():
-        raise InputError(f"{spec}: model not found (give a .safetensors file or 'passthrough')")
-    from threpair.inference import IdentityModel, resolve_device, resolve_precision
-    from threpair.smoothing import SmoothedCorrection
+        raise InputError(f"{spec}: identity not found (give a .safetensors file or 'passthrough')")
+    from threpair.engines import EngineRequest
+    from threpair.identity import Identity
+    from threpair.inference import resolve_device, resolve_precision
 
     try:  # checked before loading, so only this setting's errors become this message
-        resolve_precision(precision, resolve_device(device))
+        dev = resolve_device(device)
+        resolve_precision(precision, dev)
     except ValueError as e:  # an unknown name, or fp16 without CUDA
         raise InputError(f"--precision {precision}: {e}") from None
-    model = IdentityModel.load(path, device=device, hysteresis=hysteresis, precision=precision)
-    return SmoothedCorrection(model, smooth) if smooth > 0 else model
+    ident = Identity.load(path, device=dev)
+    return EngineRequest(ident, engine, generator, str(dev), precision, hysteresis, smooth)
 
 
 @app.command()
@@ -146,8 +164,18 @@ def restore(
         ),
     ],
     model: Annotated[
-        str, typer.Option("--model", "-m", help="Identity checkpoint, or 'passthrough'.")
+        str, typer.Option("--model", "-m", help="Identity file (train-identity), or 'passthrough'.")
     ] = "passthrough",
+    engine: Annotated[
+        Engine, typer.Option(help="auto: the identity's best engine with a validated gain.")
+    ] = Engine.auto,
+    generator: Annotated[
+        str,
+        typer.Option(
+            help="Face resolution of the lip-sync generator: auto (estimated), wav2lip, "
+            "videoretalking, sadtalker, musetalk, latentsync, or pixels."
+        ),
+    ] = "auto",
     region: Annotated[
         str, typer.Option(help="Part of the face to repair: face, lower or mouth.")
     ] = "face",
@@ -241,8 +269,13 @@ def restore(
             raise InputError("--shard and --log need a folder output (OUT is a file name here)")
         if not single and report is not None:
             raise InputError("--report is for one file; for a folder use --log (one line a file)")
-        face_model = load_face_model(model, device, hysteresis, temporal_smooth, precision)
-        size = face_model.resolution or CropConfig().size
+        from threpair.generators import resolve
+
+        resolve(generator)  # a typo fails here, before any work
+        face_model = load_face_model(
+            model, device, hysteresis, temporal_smooth, precision, engine.value, generator
+        )
+        size = getattr(face_model, "resolution", None) or CropConfig().size
         cfg = PipelineConfig(
             detect=DetectConfig(
                 backend=detector,  # type: ignore[arg-type]
@@ -263,7 +296,10 @@ def restore(
                 return (
                     loaded.pop()
                     if loaded
-                    else load_face_model(model, device, hysteresis, temporal_smooth, precision)
+                    else load_face_model(
+                        model, device, hysteresis, temporal_smooth, precision, engine.value,
+                        generator,
+                    )
                 )
 
             restore_folder(
@@ -286,9 +322,23 @@ def restore(
     elif not quiet:
         out.print(
             f"[green]wrote[/] {summary.output}: {summary.frames} frames, face in "
-            f"{summary.frames_with_face}, {summary.frames_per_second:.1f} frames/s",
+            f"{summary.frames_with_face}, {summary.frames_per_second:.1f} frames/s"
+            + engine_line(summary.engine),
             highlight=False,
         )
+
+
+def engine_line(record: dict) -> str:
+    """'; engine references at 448 px, generator 96 px (estimated), validated +5.1 dB'."""
+    if not record:
+        return ""
+    how = "estimated" if record.get("generator") == "auto" else record.get("generator")
+    line = (
+        f"; engine {record['engine']} at {record['crop_size']} px, generator "
+        f"{record['generator_res']} px ({how})"
+    )
+    gain = record.get("gains", {}).get(record["engine"])
+    return line + (f", validated {gain['gain']:+.2f} dB" if gain else "")
 
 
 def restore_folder(
@@ -372,24 +422,31 @@ def train_identity(
     videos: Annotated[
         list[Path], typer.Argument(help="Real footage of one person: files and/or folders.")
     ],
+    minutes: Annotated[
+        float | None,
+        typer.Option(
+            help="Also train the SOVQAE network for this long (0 = bank only) "
+            "[default: bank only on a CPU, until --steps on a GPU]."
+        ),
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Network training: stop after this many steps.")
+    ] = None,
     preset: Annotated[
         str,
         typer.Option(
-            help="Model preset: tiny, cpu64, cpu128, base, hd; auto = base on GPU, cpu64 on CPU."
+            help="Network preset: tiny, cpu64, cpu128, base, hd; auto = base on GPU, cpu64 on CPU."
         ),
     ] = "auto",
-    steps: Annotated[int, typer.Option(help="Stop after this many steps.")] = 3000,
-    minutes: Annotated[
-        float | None, typer.Option(help="Stop after this many minutes (whichever first).")
-    ] = None,
+    bank_size: Annotated[int, typer.Option(help="Reference crops kept in the bank.")] = 64,
     out_path: Annotated[
-        Path | None, typer.Option("--out", help="Checkpoint path (.safetensors).")
+        Path | None, typer.Option("--out", help="Identity file (.safetensors).")
     ] = None,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run of --out.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted network training.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Crops per step (per GPU).")] = 8,
     val_fraction: Annotated[
-        float, typer.Option(help="Last part of each video kept for validation.")
+        float, typer.Option(help="Last part of each video held out for validation.")
     ] = 0.1,
     clean_only: Annotated[
         bool, typer.Option(help="Train the paper's way: clean crops in (no degradations).")
@@ -398,67 +455,109 @@ def train_identity(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Train an identity model on real footage of one person.
+    """Build an identity from real footage of one person: a reference bank (seconds, no
+    training) and, on request or on a GPU, a trained SOVQAE network; every engine's gain is
+    validated on the footage's held-out last part.
 
-    Example: threpair train-identity alice_real.mp4 --minutes 30
-    (writes checkpoints/alice_real.safetensors)
+    Example: threpair train-identity alice_real.mp4   (-> checkpoints/alice_real.safetensors)
     """
     import torch
 
-    from threpair import __version__ as version
     from threpair.batch import find_videos
-    from threpair.data import training_crops
-    from threpair.model import get_preset
-    from threpair.train import TrainConfig, train
+    from threpair.engines import EngineRequest
+    from threpair.generators import GENERATORS
+    from threpair.identity import build_identity, summary
 
     with user_errors():
         if not 0 < val_fraction < 1:
             raise InputError("--val-fraction must be between 0 and 1")
         files = find_videos(videos)
-        if preset == "auto":
-            cuda = torch.cuda.is_available() and device != "cpu"
-            preset = "base" if cuda else "cpu64"
-        model_cfg = get_preset(preset)
         target = out_path or Path("checkpoints") / f"{files[0].stem}.safetensors"
         if target.suffix != ".safetensors":
             raise InputError(f"--out {target}: use a .safetensors file name")
-        crop = CropConfig(size=model_cfg.resolution, margin=margin)
-        cfg = PipelineConfig(crop=crop)
-        train_cfg = TrainConfig(
-            steps=steps, minutes=minutes, batch_size=batch_size, device=device,
-            degrade_inputs=not clean_only,
-        )  # fmt: skip
+        cuda = torch.cuda.is_available() and device != "cpu"
+        train_net = (minutes is not None and minutes > 0) or (
+            minutes is None and (steps is not None or cuda)
+        )
         show = not quiet and not json_out
+        cfg = PipelineConfig(crop=CropConfig(margin=margin))
         with progress_bars(show) as progress:
-            train_crops, val_crops, sources = training_crops(files, cfg, val_fraction, progress)
+            ident = build_identity(files, cfg, bank_size, val_fraction, progress=progress)
+        bank = ident.info["bank"]
         if show:
             out.print(
-                f"{len(train_crops)} training and {len(val_crops)} validation crops from "
-                f"{len(files)} video(s); preset {preset} ({model_cfg.resolution} px)",
+                f"reference bank: {bank['size']} crops at {bank['resolution']} px from "
+                f"{len(files)} video(s); {len(ident.holdout)} held-out crops",
                 highlight=False,
             )
-        metadata = {
-            "threpair_version": version,
-            "preset": preset,
-            "crop": crop.to_dict(),
-            "detect": asdict(cfg.detect),
-            "sources": sources,
-        }
-        with progress_bars(show) as progress:
-            result = train(
-                train_crops, val_crops, model_cfg, train_cfg, target, metadata, resume=resume,
-                on_progress=training_reporter(progress, steps, show),
-            )  # fmt: skip
+        if train_net:
+            train_network(ident, files, target, preset, steps, minutes, resume, device,
+                          batch_size, val_fraction, clean_only, margin, show)  # fmt: skip
+        elif show and not cuda:
+            out.print("no GPU: built the reference bank only (--minutes N also trains the network)")
+        request = EngineRequest(ident, device="cpu")
+        for name in ident.engines():
+            record, _ = request.gain(name, GENERATORS["wav2lip"])
+            if show:
+                out.print(
+                    f"validated {name}: face {record['degraded']:.2f} -> {record['repaired']:.2f}"
+                    f" dB ({record['gain']:+.2f}), mouth {record['mouth_gain']:+.2f} dB on held-out"
+                    f" crops at a 96-px generator",
+                    highlight=False,
+                )
+        ident.save(target)
     if json_out:
-        print(json.dumps({"checkpoint": str(result.checkpoint), "steps": result.steps,
-                          "seconds": result.seconds, "val": result.val,
-                          "theory": result.theory, "losses": result.losses}))  # fmt: skip
+        print(json.dumps({"identity": str(target), **summary(ident)}, default=str))
     elif not quiet:
+        out.print(f"[green]wrote[/] {target}", highlight=False)
+
+
+def train_network(
+    ident, files, target, preset, steps, minutes, resume, device, batch_size, val_fraction,
+    clean_only, margin, show,
+) -> None:  # fmt: skip
+    """The SOVQAE part of train-identity: train on the footage's crops, embed in `ident`."""
+    import torch
+
+    from threpair import __version__ as version
+    from threpair.data import training_crops
+    from threpair.identity import attach_network, network_work_path
+    from threpair.model import get_preset
+    from threpair.train import TrainConfig, train
+
+    if preset == "auto":
+        preset = "base" if torch.cuda.is_available() and device != "cpu" else "cpu64"
+    model_cfg = get_preset(preset)
+    crop = CropConfig(size=model_cfg.resolution, margin=margin)
+    cfg = PipelineConfig(crop=crop)
+    n_steps = steps if steps is not None else 100_000 if minutes else 3000
+    train_cfg = TrainConfig(
+        steps=n_steps, minutes=minutes, batch_size=batch_size, device=device,
+        degrade_inputs=not clean_only,
+    )  # fmt: skip
+    with progress_bars(show) as progress:
+        train_crops, val_crops, sources = training_crops(files, cfg, val_fraction, progress)
+    if show:
+        out.print(
+            f"network: {len(train_crops)} training and {len(val_crops)} validation crops; "
+            f"preset {preset} ({model_cfg.resolution} px)",
+            highlight=False,
+        )
+    metadata = {"threpair_version": version, "preset": preset, "crop": crop.to_dict(),
+                "detect": asdict(cfg.detect), "sources": sources}  # fmt: skip
+    work = network_work_path(target)
+    with progress_bars(show) as progress:
+        result = train(
+            train_crops, val_crops, model_cfg, train_cfg, work, metadata, resume=resume,
+            on_progress=training_reporter(progress, n_steps, show),
+        )  # fmt: skip
+    attach_network(ident, result.checkpoint)
+    work.unlink(missing_ok=True)
+    if show:
         val = result.val
         out.print(
-            f"[green]wrote[/] {result.checkpoint} after {result.steps} steps "
-            f"({result.seconds / 60:.1f} min): validation PSNR degraded "
-            f"{val.get('psnr_degraded', float('nan')):.2f} dB -> repaired "
+            f"network: {result.steps} steps ({result.seconds / 60:.1f} min), its own validation "
+            f"PSNR degraded {val.get('psnr_degraded', float('nan')):.2f} dB -> repaired "
             f"{val.get('psnr_repair', float('nan')):.2f} dB",
             highlight=False,
         )
@@ -492,40 +591,67 @@ def training_reporter(progress, total_steps: int, show: bool):
 
 @app.command()
 def inspect(
-    model: Annotated[Path, typer.Argument(help="A .safetensors identity checkpoint.")],
+    model: Annotated[Path, typer.Argument(help="An identity file (.safetensors).")],
     json_out: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False,
 ) -> None:
-    """Show what a checkpoint holds: config, training summary, codebook and theory numbers.
+    """Show what an identity holds: reference bank, held-out crops, network, validated gains.
 
     Example: threpair inspect checkpoints/alice.safetensors
     """
-    from threpair.checkpoint import read_metadata
+    from threpair.checkpoint import FORMAT_TAG, read_metadata
+    from threpair.identity import Identity, summary
 
     with user_errors():
-        meta = read_metadata(model)
+        legacy = _safetensors_tag(model) == FORMAT_TAG
+        meta = read_metadata(model) if legacy else summary(Identity.load(model))
     if json_out:
-        print(json.dumps(meta, indent=2, default=str))
+        print(json.dumps({"format": "network-only (0.1)" if legacy else "identity", **meta},
+                         indent=2, default=str))  # fmt: skip
         return
     table = Table(title=str(model), show_header=False)
-    training = meta["metadata"].get("training", {})
-    flat = {
-        "format version": meta.get("format_version"),
-        "threpair version": meta.get("threpair_version"),
-        "model": meta.get("model_config"),
-        "parameters": f"{meta.get('num_parameters', 0):,}",
-    }
-    for k, v in flat.items():
-        table.add_row(k, str(v))
-    for k, v in meta.get("metadata", {}).items():
-        if k != "training":
-            table.add_row(k, json.dumps(v, default=str)[:200])
-    for k in ("steps", "seconds", "stopped_by", "gen_res", "train_crops", "val_crops", "losses"):
-        if k in training:
-            table.add_row(f"training.{k}", str(training[k]))
-    for section in ("val", "theory"):
-        for k, v in training.get(section, {}).items():
-            table.add_row(f"{section}.{k}", f"{v:.4g}" if isinstance(v, float) else str(v))
+    if legacy:
+        table.add_row("format", "network-only checkpoint of threpair 0.1: restore refuses it; "
+                      "rebuild with `threpair train-identity VIDEO`")  # fmt: skip
+        table.add_row("model", str(meta.get("model_config")))
+        for section in ("val", "theory"):
+            for k, v in meta["metadata"].get("training", {}).get(section, {}).items():
+                table.add_row(f"{section}.{k}", f"{v:.4g}" if isinstance(v, float) else str(v))
+        out.print(table)
+        return
+    bank = meta["bank"]
+    cov = bank.get("coverage", {})
+    table.add_row("reference bank", f"{bank['size']} crops at {bank['resolution']} px "
+                  f"(face crop {bank.get('native_side_px', 0):.0f} px in the footage)")  # fmt: skip
+    table.add_row("poses covered", f"roll {bank.get('roll_deg')} deg; nearest bank crop at "
+                  f"{cov.get('nearest_median', float('nan')):.2f} (median) / "
+                  f"{cov.get('nearest_p95', float('nan')):.2f} (95%) of a typical frame distance")  # fmt: skip
+    table.add_row("held out", f"{meta['holdout']['shape'][0]} crops (validation)")
+    for src in meta["sources"]:
+        table.add_row("source", f"{src['path']} ({src['frames']} frames, "
+                      f"sha256 {src['sha256'][:12]})")  # fmt: skip
+    net = meta["network"]
+    table.add_row("network", "none (train-identity --minutes N trains one)" if net is None else
+                  f"{net['preset']} at {net['resolution']} px, {net['parameters']:,} parameters, "
+                  f"{net['training'].get('steps')} steps")  # fmt: skip
+    if net is not None:
+        for k, v in (net["training"].get("theory") or {}).items():
+            table.add_row(f"theory.{k}", f"{v:.4g}" if isinstance(v, float) else str(v))
+    for engine, by_res in meta["gains"].items():
+        for res, g in by_res.items():
+            table.add_row(f"gain {engine} @ {res} px", f"face {g['gain']:+.2f} dB, mouth "
+                          f"{g['mouth_gain']:+.2f} dB ({g['crops']} held-out crops)")  # fmt: skip
     out.print(table)
+
+
+def _safetensors_tag(path: Path) -> str | None:
+    """The 'format' tag in a safetensors header, None when unreadable (load says why)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("format")
+    except Exception:  # noqa: BLE001 - any unreadable file: the real loader reports it
+        return None
 
 
 @app.command()

@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -95,6 +95,7 @@ class RestoreSummary:
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     confidence: dict[str, float] = field(default_factory=dict)
+    engine: dict[str, Any] = field(default_factory=dict)
     per_frame: list[dict] = field(default_factory=list, repr=False)
 
     @property
@@ -411,10 +412,56 @@ def render(
     return records
 
 
+def sample_crops(
+    info: VideoInfo, geometry: np.ndarray, size: int, n: int = 16, max_frames: int = 150
+) -> np.ndarray:
+    """Up to `n` face crops at `size` spread over the first `max_frames` frames (one short
+    decode): enough to estimate the generator's resolution."""
+    face = np.flatnonzero(~np.isnan(geometry[:max_frames, 0]))
+    want = set(face[np.linspace(0, len(face) - 1, min(n, len(face))).round().astype(int)].tolist())
+    out = []
+    if not want:
+        return np.zeros((0, size, size, 3), np.uint8)
+    for i, frame in enumerate(read_frames(info)):
+        if i in want:
+            out.append(warp_crop(frame, crop_matrix(geometry[i], size), size))
+        if i >= max(want):
+            break
+    return np.stack(out)
+
+
+def plan_engine(
+    info: VideoInfo, analysis: FaceAnalysis, request: Any
+) -> tuple[FaceModel, int, dict[str, Any]]:
+    """The engine an identity restore uses on this video: crop size (the face's native size,
+    or the network's), generator resolution (given or estimated), the engine with a positive
+    validated gain. Returns (engine, crop size, record for the summary with "notes")."""
+    from threpair import generators
+    from threpair.engines.references import resize_crops
+    from threpair.identity import native_crop_size
+
+    ident = request.identity
+    size = native_crop_size(analysis.geometry[:, 2])
+    gen_res = generators.resolve(request.generator)
+    record: dict[str, Any] = {"generator": str(request.generator), "crop_size": size}
+    if gen_res is None:
+        sample = sample_crops(info, analysis.geometry, size)
+        real = resize_crops(ident.bank[:: max(1, len(ident.bank) // 16)], size)
+        gen_res, scores = generators.estimate_generator_res(sample, real, ident.crop)
+        record["generator_scores"] = scores
+    record["generator_res"] = gen_res
+    name, notes, gains = request.choose(gen_res)
+    engine = request.build(name, gen_res)
+    if engine.resolution is not None:
+        size = engine.resolution
+    record.update(engine=name, crop_size=size, gains=gains, notes=notes)
+    return engine, size, record
+
+
 def restore_video(
     in_path: str | os.PathLike,
     out_path: str | os.PathLike,
-    model: FaceModel | None = None,
+    model: Any = None,
     cfg: PipelineConfig | None = None,
     batch_size: int | None = None,
     detector: Detector | None = None,
@@ -422,19 +469,37 @@ def restore_video(
 ) -> RestoreSummary:
     """Repair the identity's face in every frame of `in_path`, writing `out_path`.
 
+    `model`: a FaceModel, or an `engines.EngineRequest` (an identity): then the crop size
+    follows the face (`identity.native_crop_size`), the generator's resolution is the
+    request's `generator` (a name or pixels) or estimated ("auto"), and the engine is the
+    one whose validated gain there is positive (`EngineRequest.choose`); `summary.engine`
+    says which.
     Audio streams are copied bit for bit; frame rate, frame count and size are kept (odd
     sizes get one replicated pixel row/column for yuv420p). Frames where the face is not
     found (beyond the gap bound) pass through unchanged. The input is never modified and
     nothing appears under `out_path` unless the whole video was written.
     """
+    from threpair.engines import EngineRequest
+
     t0 = time.perf_counter()
     in_path, out_path = Path(in_path), Path(out_path)
     cfg = cfg or PipelineConfig()
     model = model or Passthrough()
+    request = model if isinstance(model, EngineRequest) else None
+    if request is not None:  # the identity's framing, so restore crops match its bank
+        cfg = replace(cfg, crop=request.identity.crop)
     info = probe(in_path)
     check_output_path(out_path, in_path)
     analysis = analyze_faces(info, cfg, detector, progress)
     warnings = []
+    engine_record: dict[str, Any] = {}
+    if request is not None:
+        if analysis.has_face.any():
+            model, size, engine_record = plan_engine(info, analysis, request)
+            cfg = replace(cfg, crop=replace(cfg.crop, size=size))
+            warnings += [f"{in_path}: {n}" for n in engine_record["notes"]]
+        else:
+            model = Passthrough()
     if not analysis.has_face.any():
         warnings.append(f"{in_path}: no face found; the video passes through unchanged")
     elif analysis.detection_rate < 0.9:
@@ -466,6 +531,7 @@ def restore_video(
         seconds={"analyze": t1 - t0, **stages, "render": t2 - t1, "total": t2 - t0},
         warnings=warnings,
         confidence=confidence,
+        engine=engine_record,
         per_frame=records,
     )
 

@@ -1,0 +1,221 @@
+"""Block-local multi-reference patch attention: the arithmetic of the reference engine.
+
+Pure torch functions on float tensors in 0-255 (RGB, channels first), no state, so they run
+the same on the CPU and on CUDA and can be tested on their own.
+
+    q       (3, S, S)     the generated crop (query)
+    keys    (N, 3, S, S)  the bank's real crops degraded the way the generator degrades
+    values  (N, 3, S, S)  the bank's high band: real - degraded
+
+Matching runs on a grid `factor` times coarser than the crop (queries and keys hold only
+the generator's low band, which survives that), on patches of (2 * patch + 1)^2 grid cells,
+searched within +-`window` cells around the same position (crops are aligned by the
+tracker, so the same part of the face is near the same place) in the references preselected
+per tile. The best `top_k` matches per grid cell get softmax weights (temperature in uint8
+units of patch RMS distance); the output high band is gathered at full resolution from the
+matched positions, each pixel blending the matches of its four nearest grid cells
+(bilinear), so there are no block edges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    """Knobs of the reference attention (defaults: bench/quality_refs.py).
+
+    factor: matching grid = crop / factor (1, 2 or 4). window: search radius in grid cells.
+    patch: patch radius in grid cells. tile: grid cells per preselection tile side.
+    refs: references preselected per tile (by distance at zero offset). top_k: matches kept
+    per grid cell. temperature: softmax temperature on the patch RMS distance (uint8 levels).
+    """
+
+    factor: int = 2
+    window: int = 2
+    patch: int = 1
+    tile: int = 16
+    refs: int = 8
+    top_k: int = 4
+    temperature: float = 4.0
+    color: bool = True
+
+
+@dataclass
+class AttentionResult:
+    """The attended high band (3, S, S) and per-grid-cell best patch RMS distance (L, L)."""
+
+    high: torch.Tensor
+    best: torch.Tensor
+    chosen: torch.Tensor  # (T, refs) reference indices preselected per tile
+
+
+def lowres(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Area downscale of (..., 3, S, S) by an integer factor."""
+    if factor == 1:
+        return x
+    shape = x.shape
+    y = F.avg_pool2d(x.reshape(-1, *shape[-3:]), factor)
+    return y.reshape(*shape[:-2], *y.shape[-2:])
+
+
+def features(x: torch.Tensor, cfg: AttentionConfig) -> torch.Tensor:
+    """Matching features of (..., 3, S, S) crops: RGB or luma (1 channel) on the coarse grid."""
+    low = lowres(x, cfg.factor)
+    if cfg.color:
+        return low
+    w = torch.tensor([0.299, 0.587, 0.114], dtype=low.dtype, device=low.device)
+    return (low * w[:, None, None]).sum(-3, keepdim=True)
+
+
+def preselect(
+    q_low: torch.Tensor,
+    keys_low: torch.Tensor,
+    tile: int,
+    refs: int,
+    prev: torch.Tensor | None = None,
+    keep_bonus: float = 0.0,
+    exclude: int | None = None,
+) -> torch.Tensor:
+    """(T, refs) indices of the references nearest to the query in each tile (zero offset).
+
+    `prev` (T, refs) from the previous frame: those references' distances are scaled by
+    (1 - keep_bonus), so the set changes only when another reference is clearly nearer.
+    `exclude`: a reference never chosen (leave-one-out statistics of the bank).
+    """
+    d = (keys_low - q_low[None]).pow(2).sum(1)  # (N, L, L)
+    d = F.avg_pool2d(d[:, None], tile)[:, 0]  # (N, Lt, Lt)
+    d = d.flatten(1).t()  # (T, N)
+    if exclude is not None:
+        d[:, exclude] = float("inf")
+    if prev is not None and keep_bonus > 0:
+        d = d.scatter(1, prev, d.gather(1, prev) * (1 - keep_bonus))
+    n = min(refs, d.shape[1])
+    return d.topk(n, dim=1, largest=False).indices
+
+
+def _tiles(x: torch.Tensor, tile: int, halo: int) -> torch.Tensor:
+    """(..., C, L, L) -> (..., T, C, tile + 2 halo, tile + 2 halo) overlapping tiles."""
+    lead = x.shape[:-3]
+    c, h, w = x.shape[-3:]
+    xp = F.pad(x.reshape(-1, c, h, w), (halo,) * 4, mode="replicate")
+    size = tile + 2 * halo
+    u = F.unfold(xp, size, stride=tile)  # (M, C*size*size, T)
+    t = u.shape[-1]
+    return u.transpose(1, 2).reshape(*lead, t, c, size, size)
+
+
+def _box(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Sum over (2r + 1)^2 windows of the last two dims, valid part only (shifted adds:
+    much faster than avg_pool2d on many small maps)."""
+    n = x.shape[-1] - 2 * r
+    y = sum(x[..., i : i + n, :] for i in range(2 * r + 1))
+    return sum(y[..., i : i + n] for i in range(2 * r + 1))
+
+
+def match(
+    q_low: torch.Tensor, key_tiles: torch.Tensor, chosen: torch.Tensor, cfg: AttentionConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-k matches per grid cell.
+
+    key_tiles: (N, T, C, tile + 2h, tile + 2h) with h = window + patch (see `_tiles`).
+    Returns (dist (k, L, L) patch RMS distances, ref (k, L, L), dy, dx (k, L, L) in cells).
+    """
+    w, p, t = cfg.window, cfg.patch, cfg.tile
+    side, span = t + 2 * p, 2 * w + 1
+    qt = _tiles(q_low, t, p)  # (T, C, side, side)
+    n_t = qt.shape[0]
+    kt = key_tiles[chosen, torch.arange(n_t)[:, None]]  # (T, R, C, side + 2w, side + 2w)
+    scale = 1.0 / (qt.shape[1] * (2 * p + 1) ** 2)
+    d = (
+        torch.stack(  # one offset at a time: small contiguous temporaries are fastest here
+            [
+                _box((kt[..., dy : dy + side, dx : dx + side] - qt[:, None]).square_().sum(2), p)
+                for dy in range(span)
+                for dx in range(span)
+            ],
+            2,
+        )
+        .flatten(1, 2)
+        .mul_(scale)
+    )  # (T, R * O, t, t) mean squared difference per patch
+    k = min(cfg.top_k, d.shape[1])
+    best, idx = d.topk(k, dim=1, largest=False)  # (T, k, t, t), nearest first
+    ref = chosen.gather(1, (idx // (span * span)).flatten(1)).view_as(idx)
+    off = idx % (span * span)
+    dy, dx = off // span - w, off % span - w
+    lt = int(round(n_t**0.5))
+
+    def grid(x: torch.Tensor) -> torch.Tensor:  # (T, k, t, t) -> (k, L, L)
+        return x.view(lt, lt, k, t, t).permute(2, 0, 3, 1, 4).reshape(k, lt * t, lt * t)
+
+    return grid(best.clamp_min(0).sqrt()), grid(ref), grid(dy), grid(dx)
+
+
+def pad_values(values: torch.Tensor, pad: int) -> torch.Tensor:
+    """(N, 3, S, S) high band -> (N * (S + 2 pad)^2, 3) rows, zero-padded so that every
+    offset match stays inside its reference without clamping (see `gather_high`)."""
+    v = F.pad(values, (pad,) * 4)
+    return v.permute(0, 2, 3, 1).reshape(-1, values.shape[1]).contiguous()
+
+
+def gather_high(
+    rows: torch.Tensor,
+    size: int,
+    pad: int,
+    weights: torch.Tensor,
+    ref: torch.Tensor,
+    dy: torch.Tensor,
+    dx: torch.Tensor,
+    factor: int,
+) -> torch.Tensor:
+    """Blend the matched values at full resolution: (3, S, S).
+
+    rows: `pad_values(values, pad)` with pad >= factor * window. weights, ref, dy, dx:
+    (k, L, L) per grid cell; each pixel takes the matches of its four nearest grid cells,
+    bilinearly weighted, each at the pixel's own position shifted by factor * (dy, dx).
+    """
+    s, sp = size, size + 2 * pad
+    k, ll, _ = weights.shape
+    dev = rows.device
+    pos = (torch.arange(s, device=dev, dtype=torch.float32) + 0.5) / factor - 0.5
+    lo = pos.floor().clamp(0, ll - 1)
+    frac = (pos - lo).clamp(0, 1)
+    lo = lo.long()
+    hi = (lo + 1).clamp(max=ll - 1)
+    pix = torch.arange(s, device=dev) + pad
+    base = pix[:, None] * sp + pix[None, :]  # (S, S) flat position of each pixel
+    cell = ref * (sp * sp) + factor * (dy * sp + dx)  # (k, L, L) flat shift of each match
+    out = torch.zeros(s * s, rows.shape[1], device=dev, dtype=rows.dtype)
+    for gy, wy in ((lo, 1 - frac), (hi, frac)):
+        for gx, wx in ((lo, 1 - frac), (hi, frac)):
+            w = weights[:, gy][:, :, gx] * (wy[:, None] * wx[None, :])  # (k, S, S)
+            idx = cell[:, gy][:, :, gx] + base
+            picked = rows.index_select(0, idx.flatten()).view(k, s * s, -1)
+            out += (picked * w.view(k, s * s, 1).to(rows.dtype)).sum(0)
+    return out.view(s, s, -1).permute(2, 0, 1)
+
+
+def attend(
+    q: torch.Tensor,
+    keys_low: torch.Tensor,
+    key_tiles: torch.Tensor,
+    value_rows: torch.Tensor,
+    pad: int,
+    cfg: AttentionConfig,
+    prev_chosen: torch.Tensor | None = None,
+    keep_bonus: float = 0.0,
+    exclude: int | None = None,
+) -> AttentionResult:
+    """The attended high band for one query crop (see the module docstring)."""
+    q_low = features(q, cfg)
+    refs = min(cfg.refs, len(keys_low) - (exclude is not None))
+    chosen = preselect(q_low, keys_low, cfg.tile, refs, prev_chosen, keep_bonus, exclude)
+    dist, ref, dy, dx = match(q_low, key_tiles, chosen, cfg)
+    weights = torch.softmax(-dist / cfg.temperature, dim=0)
+    high = gather_high(value_rows, q.shape[-1], pad, weights, ref, dy, dx, cfg.factor)
+    return AttentionResult(high=high, best=dist[0], chosen=chosen)

@@ -1,0 +1,170 @@
+"""The reference engine: the person's real crops as references, no training.
+
+    engine = ReferenceEngine(identity.bank, identity.crop, gen_res=96)
+    repaired = engine(crops)     # uint8 RGB (B, S, S, 3) -> same; any S (multiple of 32)
+
+Keys are the bank crops degraded the way the generator degrades (its face box rendered at
+`gen_res`), values their high band (real - degraded). Each generated crop attends to them
+block-locally (engines/attention.py); the output is the generated crop plus the high-pass
+of the attended high band, so its low band, the generator's mouth shape, is kept by
+construction (only detail finer than the generator's resolution is added).
+
+Per-frame confidence: the share of face-box grid cells whose best patch distance exceeds
+`tau`, the 90th percentile of the same distance when each bank crop is matched against the
+others (leave-one-out); `outside_baseline` is that share on the identity's held-out crops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from threpair.config import CropConfig
+from threpair.engines.attention import AttentionConfig, _tiles, attend, features, pad_values
+from threpair.errors import InputError
+from threpair.generators import crop_box, simulate
+from threpair.inference import FrameStats
+
+GRID = 32  # crop sizes must be multiples of this (factor x tile of the default attention)
+
+
+def resize_crops(crops: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (N, S, S, 3) -> (N, size, size, 3): area when shrinking, cubic when growing."""
+    if crops.shape[1] == size:
+        return crops
+    interp = cv2.INTER_AREA if size < crops.shape[1] else cv2.INTER_CUBIC
+    return np.stack([cv2.resize(c, (size, size), interpolation=interp) for c in crops])
+
+
+class ReferenceEngine:
+    """Multi-reference attention over an identity's bank (see the module docstring)."""
+
+    name = "references"
+
+    def __init__(
+        self,
+        bank: np.ndarray,
+        crop: CropConfig,
+        gen_res: int,
+        cfg: AttentionConfig | None = None,
+        device: str | torch.device = "cpu",
+        keep_bonus: float = 0.1,
+        holdout: np.ndarray | None = None,
+    ) -> None:
+        if bank.ndim != 4 or bank.shape[-1] != 3 or len(bank) == 0 or bank.dtype != np.uint8:
+            raise InputError(f"the reference bank must be uint8 (N, S, S, 3), got {bank.shape}")
+        self.bank = bank
+        self.crop = crop
+        self.gen_res = int(gen_res)
+        self.cfg = cfg or AttentionConfig()
+        self.device = torch.device(device)
+        self.keep_bonus = keep_bonus
+        self.holdout = holdout
+        self.resolution: int | None = None  # any multiple of GRID; `prepare` sets the size
+        self.last_stats: list[FrameStats] = []
+        self.frame_stats: list[FrameStats] = []
+        self.outside_baseline = 0.0
+        self._size = 0
+        self._prev: torch.Tensor | None = None
+
+    # ---- per crop size
+
+    def prepare(self, size: int) -> None:
+        """Resize the bank to `size`, build keys / values / tiles and the confidence scale."""
+        if size == self._size:
+            return
+        if size % GRID or size < 2 * GRID:
+            raise InputError(f"reference engine crops must be a multiple of {GRID} px, got {size}")
+        crop = replace(self.crop, size=size)
+        real = resize_crops(self.bank, size)
+        keys = np.stack([simulate(r, self.gen_res, crop) for r in real])
+        t = lambda a: torch.from_numpy(a).to(self.device).permute(0, 3, 1, 2).float()  # noqa: E731
+        k, r = t(keys), t(real)
+        c = self.cfg
+        self._keys_low = features(k, c)
+        self._key_tiles = _tiles(self._keys_low, c.tile, c.window + c.patch)
+        self._pad = c.factor * c.window
+        self._rows = pad_values(r - k, self._pad)
+        self._size = size
+        self._box_cells = self._box_mask(size)
+        self._low = max(8, int(round(self.gen_res * crop.margin)))
+        self.tau = self._loo_tau(k)
+        if self.holdout is not None and len(self.holdout):
+            hold = resize_crops(self.holdout, size)
+            q = t(np.stack([simulate(h, self.gen_res, crop) for h in hold]))
+            outs = [self._outside(attend(x, *self._bank(), self.cfg).best) for x in q]
+            self.outside_baseline = float(np.mean(outs))
+        self._prev = None
+
+    def _bank(self) -> tuple:
+        return self._keys_low, self._key_tiles, self._rows, self._pad
+
+    def _box_mask(self, size: int) -> torch.Tensor:
+        n = size // self.cfg.factor
+        x0, y0, x1, y1 = (int(round(v * n)) for v in crop_box(replace(self.crop, size=size)))
+        m = torch.zeros(n, n, dtype=torch.bool, device=self.device)
+        m[max(0, y0) : y1, max(0, x0) : x1] = True
+        return m
+
+    def _loo_tau(self, keys: torch.Tensor, n: int = 8) -> float:
+        """90th percentile of the best patch distance in the face box when bank crops are
+        matched against the rest of the bank (what a well-matched frame looks like)."""
+        if len(keys) < 2:
+            return float("inf")
+        idx = np.unique(np.linspace(0, len(keys) - 1, min(n, len(keys))).round().astype(int))
+        best = [
+            attend(keys[i], *self._bank(), self.cfg, exclude=int(i)).best[self._box_cells]
+            for i in idx
+        ]
+        return float(torch.quantile(torch.cat(best).float(), 0.9))
+
+    def _outside(self, best: torch.Tensor) -> float:
+        return float((best[self._box_cells] > self.tau).float().mean())
+
+    # ---- the FaceModel protocol
+
+    def reset(self) -> None:
+        """A new sequence: forget the previous frame's references."""
+        self._prev = None
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 RGB crops (B, S, S, 3) -> repaired uint8 crops, same shape."""
+        if crops.ndim != 4 or crops.shape[-1] != 3 or crops.shape[1] != crops.shape[2]:
+            raise InputError(f"crops must be uint8 (B, S, S, 3), got {crops.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device)
+        y = self.run_tensor(x.permute(0, 3, 1, 2).float())
+        return y.round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+    @torch.inference_mode()
+    def run_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """float (B, 3, S, S) crops in 0-255 on `device` -> repaired crops, same form."""
+        self.prepare(int(x.shape[-1]))
+        outs, stats = [], []
+        for q in x.float():
+            r = attend(q, *self._bank(), self.cfg, self._prev, self.keep_bonus)
+            kept = 0.0 if self._prev is None else float((r.chosen == self._prev).float().mean())
+            self._prev = r.chosen
+            outs.append(q + self._high_pass(r.high))
+            tau = self.tau
+            best = r.best[self._box_cells]
+            stats.append(
+                FrameStats(
+                    outside=float((best > tau).float().mean()),
+                    margin=float(((tau - best) / tau).mean()) if np.isfinite(tau) else 1.0,
+                    kept=kept,
+                )
+            )
+        self.last_stats = stats
+        self.frame_stats += stats
+        return torch.stack(outs).clamp_(0, 255)
+
+    def _high_pass(self, h: torch.Tensor) -> torch.Tensor:
+        """h minus its content below the generator's resolution, so the output's low band is
+        the generated crop's own."""
+        s = h.shape[-1]
+        low = F.interpolate(h[None], size=(self._low, self._low), mode="area")
+        return h - F.interpolate(low, size=(s, s), mode="bilinear", align_corners=False)[0]

@@ -1,0 +1,109 @@
+"""Lip-sync generators by the resolution they render the face at, and how to tell it from a video.
+
+A generator squashes the (padded) face box to `res` x `res` pixels, renders it there and scales
+it back: everything above that resolution is missing from the generated face. The reference
+engine degrades its keys the same way, and "never worse" validation degrades held-out real
+crops the same way, so both need this number. `estimate_generator_res` reads it off the input
+by comparing the high-frequency energy of the generated face with that of the identity's real
+crops degraded at each candidate resolution.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from threpair.config import CropConfig
+from threpair.degrade import lipsync_like
+from threpair.errors import InputError
+
+# Face-box render resolution of common lip-sync generators (their published model input).
+GENERATORS: dict[str, int] = {
+    "wav2lip": 96,  # Wav2Lip and Wav2Lip+GFPGAN pipelines (the GAN only sharpens after)
+    "videoretalking": 96,  # its lip-sync network works on Wav2Lip's 96-px crops
+    "sadtalker": 256,
+    "musetalk": 256,
+    "latentsync": 256,  # LatentSync 1.0 / 1.5 (1.6 renders at 512)
+}
+AUTO_CANDIDATES = (64, 96, 128, 160, 192, 256, 384)
+
+
+def crop_box(crop: CropConfig) -> tuple[float, float, float, float]:
+    """The generator's face box as fractions (x0, y0, x1, y1) of a restore crop.
+
+    The crop is `margin` face boxes wide, centred `shift_y` boxes below the box centre
+    (track.detection_params); Wav2Lip pads the box downwards to hold the chin (x 1.08), as
+    `threpair degrade` does (evaluate.generator_box)."""
+    bs = 1.0 / crop.margin
+    cy = 0.5 - crop.shift_y * bs
+    top = cy - bs / 2
+    return (0.5 - bs / 2, top, 0.5 + bs / 2, min(1.0, top + 1.08 * bs))
+
+
+def simulate(crop_img: np.ndarray, gen_res: int, crop: CropConfig) -> np.ndarray:
+    """A real crop (S, S, 3) uint8 RGB as the generator at `gen_res` would return it: the face
+    box rendered at gen_res x gen_res and pasted back; pixels outside the box unchanged."""
+    return lipsync_like(crop_img, gen_res, box=crop_box(crop))
+
+
+def resolve(name: str | int) -> int | None:
+    """'wav2lip' -> 96, '128' -> 128, 'auto' -> None (estimate from the input)."""
+    if isinstance(name, int):
+        res = name
+    elif name == "auto":
+        return None
+    elif name.lower() in GENERATORS:
+        return GENERATORS[name.lower()]
+    else:
+        try:
+            res = int(name)
+        except ValueError:
+            raise InputError(
+                f"--generator {name}: use auto, a face resolution in pixels, or one of "
+                f"{', '.join(GENERATORS)}"
+            ) from None
+    if not 16 <= res <= 1024:
+        raise InputError(f"--generator {res}: a face resolution between 16 and 1024 pixels")
+    return res
+
+
+def high_band_energy(crops: np.ndarray, crop: CropConfig) -> np.ndarray:
+    """Mean squared Laplacian response in octave bands over the face box of each crop, luma.
+
+    Returns (len(crops), 3): energy of detail finer than 2, 4 and 8 pixels. The ratios
+    between crops of the same person at the same size say how much detail is present."""
+    out = []
+    for img in crops:
+        s = img.shape[0]
+        x0, y0, x1, y1 = (int(round(v * s)) for v in crop_box(crop))
+        y = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        bands = []
+        for sigma in (1.0, 2.0, 4.0):
+            blur = cv2.GaussianBlur(y, (0, 0), sigma)
+            bands.append(float(np.mean((y - blur)[y0:y1, x0:x1] ** 2)))
+        out.append(bands)
+    return np.asarray(out)
+
+
+def estimate_generator_res(
+    generated: np.ndarray,
+    real: np.ndarray,
+    crop: CropConfig,
+    candidates: tuple[int, ...] = AUTO_CANDIDATES,
+) -> tuple[int, dict[int, float]]:
+    """The candidate resolution whose simulated output has the detail of the `generated` crops.
+
+    generated: crops of the input video; real: the identity's real crops (same size S). Each
+    candidate degrades the real crops; its score is the log-distance of their band energies
+    from the generated ones (lower is better). Returns (best, {candidate: score}). When the
+    generated face is as sharp as the real one, the largest candidate wins: nothing to add.
+    """
+    if len(generated) == 0 or len(real) == 0:
+        raise InputError("estimating the generator resolution needs crops of both videos")
+    target = np.log(high_band_energy(generated, crop).mean(0) + 1e-3)
+    scores = {}
+    for res in candidates:
+        sim = np.stack([simulate(r, res, crop) for r in real])
+        e = np.log(high_band_energy(sim, crop).mean(0) + 1e-3)
+        scores[res] = float(np.abs(e - target).sum())
+    return min(scores, key=scores.__getitem__), scores
