@@ -1,15 +1,15 @@
 """Restore speed against the floor: a plain ffmpeg transcode of the same file, same run.
 
-    python bench/speed.py --model CKPT [--preset-name NAME] [--clips a,b] [--device auto]
+    python bench/speed.py [--model IDENTITY] [--clips a,b] [--device auto] [--generator auto]
                           [--warp auto|opencv|torch] [--threads N] [--name speed]
     -> bench/results/speed.{json,md}
 
 For every clip: the time of `ffmpeg -i clip -c:v libx264 -crf 18 -preset medium -pix_fmt
 yuv420p -c:a copy` (the floor no post-processor can beat), then `restore` with the
-passthrough model and with the given identity model; frames per second, the ratio of each
-restore to the transcode, and where the time goes (analyze = decode small + detect + track;
-read/crop/model/paste/write inside the render pass). Times on shared machines are noisy:
-the ratios are measured back to back in one run.
+passthrough model and with an identity (its default engine choice); frames per second, the
+ratio of each restore to the transcode, and where the time goes (analyze = decode small +
+detect + track; plan = engine choice; read/crop/model/paste/write inside the render pass).
+Times on shared machines are noisy: the ratios are measured back to back in one run.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import REAL_CLIPS, Timer, clip_path, write_results  # noqa: E402
-from threpair.config import CropConfig, EncodeConfig, PipelineConfig  # noqa: E402
-from threpair.inference import IdentityModel  # noqa: E402
+from threpair.config import EncodeConfig, PipelineConfig  # noqa: E402
+from threpair.engines import EngineRequest  # noqa: E402
+from threpair.identity import Identity, build_identity  # noqa: E402
 from threpair.restore import Passthrough, restore_video  # noqa: E402
 from threpair.video import ffmpeg_exe, probe  # noqa: E402
 
@@ -41,8 +42,9 @@ def plain_transcode(src: Path, dst: Path, enc: EncodeConfig) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", type=Path, required=True, help="identity checkpoint")
-    ap.add_argument("--preset-name", default=None, help="label for the model in the table")
+    ap.add_argument("--model", type=Path, help="identity file [default: built from each clip]")
+    ap.add_argument("--generator", default="auto")
+    ap.add_argument("--temporal-smooth", type=float, default=0.5)
     ap.add_argument("--clips", default=",".join(REAL_CLIPS))
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch-size", type=int, default=None, help="default: 32 CUDA, 8 CPU")
@@ -53,11 +55,18 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = IdentityModel.load(args.model, device=args.device, precision=args.precision)
-    cuda = model.device.type == "cuda"
-    label = args.preset_name or args.model.stem
-    crop = model.crop or CropConfig(size=model.resolution or 256)
-    cfg = PipelineConfig(crop=crop, warp=args.warp)  # the transcode uses its encoder settings
+    from threpair.inference import resolve_device
+
+    device = resolve_device(args.device)
+
+    def request(ident: Identity) -> EngineRequest:
+        return EngineRequest(ident, "auto", args.generator, str(device), args.precision,
+                             temporal_smooth=args.temporal_smooth)  # fmt: skip
+
+    fixed = Identity.load(args.model, device=device) if args.model else None
+    cuda = device.type == "cuda"
+    label = "identity"
+    cfg = PipelineConfig(warp=args.warp)  # the transcode uses its encoder settings
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.clips.split(","):
@@ -67,6 +76,10 @@ def main() -> None:
                 plain_transcode(src, Path(tmp) / "ff.mp4", cfg.encode)
             row = {"clip": name, "size": f"{info.width}x{info.height}", "frames": info.frame_count}
             row["transcode fps"] = info.frame_count / t_ff.seconds
+            with Timer() as t_id:
+                ident = fixed or build_identity([src])
+            row["identity s"] = t_id.seconds
+            model = request(ident)
             for tag, m in (("passthrough", Passthrough()), (label, model)):
                 if hasattr(m, "reset"):
                     m.reset()
@@ -77,6 +90,7 @@ def main() -> None:
                 row[f"{tag} fps"] = info.frame_count / t.seconds
                 row[f"{tag} / transcode"] = t.seconds / t_ff.seconds
                 if tag != "passthrough":
+                    row["engine"] = f"{s.engine.get('engine')} @ {s.engine.get('crop_size')} px"
                     if cuda:
                         row["GPU MiB"] = torch.cuda.max_memory_allocated() / 2**20
                     for k, v in s.seconds.items():
@@ -88,8 +102,9 @@ def main() -> None:
         rows,
         list(rows[0]),
         f"End-to-end restore vs a plain ffmpeg transcode (libx264 crf 18 medium, audio copied), "
-        f"measured back to back. Model: {label} ({model.resolution} px, device "
-        f"{model.device}, {model.autocast_dtype or torch.float32}, {torch.get_num_threads()} "
+        f"measured back to back. Identity {args.model or 'built from each clip'} (engine "
+        f"chosen per clip, "
+        f"generator {args.generator}, device {device}, {torch.get_num_threads()} "
         f"torch threads, warp {args.warp}, batch "
         f"{args.batch_size or 'auto'}). Stage columns are for the model run. Command: `python "
         f"bench/speed.py {' '.join(sys.argv[1:])}`.",

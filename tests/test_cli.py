@@ -41,7 +41,7 @@ def test_restore_json(tmp_path, clip):
         ("same", 2, "output is the input"),
         ("no_dir", 2, "does not exist"),
         ("bad_region", 2, "--region"),
-        ("bad_model", 2, "model not found"),
+        ("bad_model", 2, "identity not found"),
         ("bad_smooth", 2, "--temporal-smooth"),
         ("bad_batch", 2, "--batch-size"),
     ],

@@ -110,17 +110,25 @@ def test_fp16_needs_cuda():
         resolve_precision("fp16", torch.device("cpu"))
 
 
-def test_restore_with_model_writes_report(tmp_path, trained, clip):
+def test_restore_with_network_writes_report(tmp_path, trained, clip):
+    """An identity with the trained network, forced to use it: per-frame confidence in the
+    report, and the engine record says it was forced."""
+    from threpair.identity import attach_network, build_identity
+
     path, _ = trained
+    ident = build_identity([clip], bank_size=8, resolution=128)
+    attach_network(ident, path)
+    ident_path = ident.save(tmp_path / "talking.safetensors")
     out, report = tmp_path / "out.mp4", tmp_path / "report.json"
     r = subprocess.run(
-        [sys.executable, "-m", "threpair", "restore", str(clip), str(out), "-m", str(path),
-         "--report", str(report), "-q"],
+        [sys.executable, "-m", "threpair", "restore", str(clip), str(out), "-m", str(ident_path),
+         "--engine", "sovqae", "--generator", "48", "--report", str(report), "-q"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     data = json.loads(report.read_text())
     assert data["frames"] == 40 and len(data["per_frame"]) == 40
+    assert data["engine"]["engine"] == "sovqae" and data["engine"]["generator_res"] == 48
     assert all("outside" in f and 0 < f["strength"] <= 1 for f in data["per_frame"])
     assert data["confidence"]["frames_scored"] == 40
 

@@ -624,7 +624,8 @@ def inspect(
                   f"(face crop {bank.get('native_side_px', 0):.0f} px in the footage)")  # fmt: skip
     table.add_row("poses covered", f"roll {bank.get('roll_deg')} deg; nearest bank crop at "
                   f"{cov.get('nearest_median', float('nan')):.2f} (median) / "
-                  f"{cov.get('nearest_p95', float('nan')):.2f} (95%) of a typical frame distance")  # fmt: skip
+                  f"{cov.get('nearest_p95', float('nan')):.2f} (95%) "
+                  "of a typical frame distance")  # fmt: skip
     table.add_row("held out", f"{meta['holdout']['shape'][0]} crops (validation)")
     for src in meta["sources"]:
         table.add_row("source", f"{src['path']} ({src['frames']} frames, "
@@ -746,13 +747,10 @@ def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the demo files.")] = Path(
         "threpair-demo"
     ),
-    minutes: Annotated[float, typer.Option(help="Training time budget.")] = 3.0,
-    steps: Annotated[int, typer.Option(help="Training step cap.")] = 100_000,
-    preset: Annotated[str, typer.Option(help="Model preset (cpu64 suits a CPU).")] = "cpu64",
     seconds: Annotated[float, typer.Option(help="Length of the example clip.")] = 12.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.")] = False,
 ) -> None:
-    """Train on a built-in example and repair a lip-sync-degraded copy (offline, ~5 min CPU).
+    """Build an identity from a built-in example and repair a Wav2Lip-like copy (offline).
 
     Example: threpair demo --out threpair-demo
     """
@@ -762,14 +760,11 @@ def demo(
         with progress_bars(not quiet) as progress:
             if seconds < 2:
                 raise InputError("--seconds: the example needs at least 2 seconds")
-            result = run_demo(
-                out_dir, minutes, steps, preset, seconds, progress=progress,
-                on_train=training_reporter(progress, steps, not quiet),
-            )  # fmt: skip
+            result = run_demo(out_dir, seconds, progress=progress)
     gain = result.psnr_repaired - result.psnr_generated
     out.print(
-        f"trained {result.train_steps} steps in {result.train_minutes:.1f} min -> "
-        f"{result.checkpoint}\n"
+        f"identity built in {result.build_seconds:.0f} s -> {result.identity}"
+        f"{engine_line(result.engine)}\n"
         f"face PSNR vs the real frames: generated {result.psnr_generated:.2f} dB, repaired "
         f"{result.psnr_repaired:.2f} dB ({gain:+.2f} dB)\n"
         f"side by side: {result.side_by_side}\ncontact sheet: {result.contact_sheet}",

@@ -2,18 +2,19 @@
 
 The example is synthesized from a real face photo that scikit-image ships
 (`skimage.data.astronaut()`, a public-domain NASA portrait) with head motion, mouth movement
-and a sine tone as audio. The first 75% of it plays the person's real footage: an identity
-model is trained on it. The last 25% is made to look like lip-sync output (the face box
-rendered at low resolution and pasted back with a hard seam) and then repaired. The demo
-writes the clips, a side-by-side video (generated | repaired | real) and a contact sheet, and
-measures the face PSNR of the generated and the repaired part against the real one.
+and a sine tone as audio. The first 75% of it plays the person's real footage: the identity
+(its reference bank, no training) is built from it. The last 25% is made to look like Wav2Lip
+output (the face box rendered at 96 px and pasted back with a hard seam) and then repaired
+with the defaults. The demo writes the clips, a side-by-side video (generated | repaired |
+real) and a contact sheet, and measures the face PSNR of the generated and the repaired
+part against the real one.
 
-Scale: the `cpu64` preset (64-px model) against a generator rendering the crop at 24 px,
-the CPU stand-in with Wav2Lip's 96 px : 256 px ratio (see bench/ for the numbers).
+Scale: the real one: a 720p frame, the face at its own resolution, a 96-px generator.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 from itertools import islice
@@ -22,21 +23,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from threpair.config import CropConfig, EncodeConfig, PipelineConfig
-from threpair.data import extract_crops
+from threpair.config import EncodeConfig, PipelineConfig
+from threpair.engines import EngineRequest
 from threpair.evaluate import degrade_video, evaluate_videos
-from threpair.inference import IdentityModel
-from threpair.model import get_preset
+from threpair.generators import GENERATORS
+from threpair.identity import build_identity
 from threpair.restore import ProgressFn, restore_video
-from threpair.smoothing import DEFAULT_WEIGHT, SmoothedCorrection
+from threpair.smoothing import DEFAULT_WEIGHT
 from threpair.synthetic import talking_head_frames
-from threpair.train import TrainConfig, train
 from threpair.video import VideoWriter, probe, read_frames, write_tone
 
 FPS = 25
-SIZE = (640, 360)
+SIZE = (1280, 720)
 TRAIN_SHARE = 0.75
-GEN_RATIO = 0.375  # generator : model resolution, as Wav2Lip's 96 px in a 256-px model
 
 
 def write_example_clip(
@@ -70,11 +69,11 @@ class DemoResult:
     real_test: Path
     side_by_side: Path
     contact_sheet: Path
-    checkpoint: Path
+    identity: Path
     psnr_generated: float
     psnr_repaired: float
-    train_minutes: float
-    train_steps: int
+    build_seconds: float
+    engine: dict
 
 
 def side_by_side(paths: list[Path], out: Path, labels: list[str]) -> Path:
@@ -120,50 +119,34 @@ def contact_sheet(
 
 def run_demo(
     out_dir: Path,
-    minutes: float = 3.0,
-    steps: int = 100_000,
-    preset: str = "cpu64",
     seconds: float = 12.0,
     progress: ProgressFn | None = None,
-    on_train=None,
 ) -> DemoResult:
-    """Train on the example's first 75%, repair a degraded copy of the rest, measure it."""
+    """Build the identity from the example's first 75%, repair a Wav2Lip-like copy of the
+    rest with the restore defaults, measure it."""
     out_dir.mkdir(parents=True, exist_ok=True)
     n = int(round(seconds * FPS))
     cut = int(round(n * TRAIN_SHARE))
     real_footage = write_example_clip(out_dir / "real_footage.mp4", seconds, stop=cut)
     real_test = write_example_clip(out_dir / "real_test.mp4", seconds, start=cut)
-
-    model_cfg = get_preset(preset)
-    size = model_cfg.resolution
-    crop = CropConfig(size=size)
-    cfg = PipelineConfig(crop=crop)
-    crops = extract_crops(real_footage, cfg, progress=progress)
-    tr, va = crops.split(0.15)
-    gen_res = max(4, round(size * GEN_RATIO))
-    ckpt = out_dir / "astronaut.safetensors"
-    tc = TrainConfig(steps=steps, minutes=minutes, gen_res=gen_res, val_every=100, sample_rows=4)
-    result = train(
-        np.asarray(tr), np.asarray(va), model_cfg, tc, ckpt, {"crop": crop.to_dict()},
-        on_progress=on_train,
-    )  # fmt: skip
-
-    # The generator renders the model's crop at gen_res; the box it renders is 1 / margin of
-    # the crop side, so at frame level the box is rendered at gen_res / margin pixels.
+    t0 = time.perf_counter()
+    ident = build_identity([real_footage], progress=progress)
+    path = ident.save(out_dir / "astronaut.safetensors")
+    build_seconds = time.perf_counter() - t0
     generated = out_dir / "generated.mp4"
-    degrade_video(real_test, generated, gen_res=max(4, round(gen_res / crop.margin)), cfg=cfg)
+    cfg = PipelineConfig(crop=ident.crop)
+    degrade_video(real_test, generated, GENERATORS["wav2lip"], cfg=cfg, progress=progress)
     repaired = out_dir / "repaired.mp4"
-    model = SmoothedCorrection(IdentityModel.load(ckpt, device="auto"), DEFAULT_WEIGHT)
-    restore_video(generated, repaired, model, cfg, progress=progress)
-
+    request = EngineRequest(ident, temporal_smooth=DEFAULT_WEIGHT)
+    summary = restore_video(generated, repaired, request, cfg, progress=progress)
     before = evaluate_videos(generated, real_test, cfg).summary["psnr_face"]
     after = evaluate_videos(repaired, real_test, cfg).summary["psnr_face"]
     videos, names = [generated, repaired, real_test], ["generated", "repaired", "real"]
     sbs = side_by_side(videos, out_dir / "side_by_side.mp4", names)
     w, h = SIZE
-    face = (int(w * 0.25), 0, int(w * 0.75), h)
-    sheet = contact_sheet(videos, out_dir / "contact_sheet.png", names, 4, face)
+    face = (int(w * 0.3), int(h * 0.05), int(w * 0.7), int(h * 0.95))
+    sheet = contact_sheet(videos, out_dir / "contact_sheet.png", names, 3, face)
     return DemoResult(
-        real_footage, generated, repaired, real_test, sbs, sheet, ckpt, before, after,
-        result.seconds / 60, result.steps,
+        real_footage, generated, repaired, real_test, sbs, sheet, path, before, after,
+        build_seconds, summary.engine,
     )  # fmt: skip

@@ -493,6 +493,7 @@ def restore_video(
     analysis = analyze_faces(info, cfg, detector, progress)
     warnings = []
     engine_record: dict[str, Any] = {}
+    t_plan = time.perf_counter()
     if request is not None:
         if analysis.has_face.any():
             model, size, engine_record = plan_engine(info, analysis, request)
@@ -528,7 +529,10 @@ def restore_video(
         fps=str(info.fps),
         width=info.width,
         height=info.height,
-        seconds={"analyze": t1 - t0, **stages, "render": t2 - t1, "total": t2 - t0},
+        seconds={
+            "analyze": t_plan - t0, "plan": t1 - t_plan, **stages, "render": t2 - t1,
+            "total": t2 - t0,
+        },  # fmt: skip
         warnings=warnings,
         confidence=confidence,
         engine=engine_record,
