@@ -61,7 +61,9 @@ def degrade_video(
     analysis = analyze_faces(info, cfg, progress=progress)
     audio = info.path if info.has_audio else None
     n = 0
-    with VideoWriter(out_path, info.width, info.height, info.fps, audio, cfg.encode) as w:
+    with VideoWriter(
+        out_path, info.width, info.height, info.fps, audio, cfg.encode, source=info
+    ) as w:
         for i, frame in enumerate(prefetch(read_frames(info), 4)):
             g = analysis.geometry[i] if i < analysis.n_frames else None
             if g is not None and not np.isnan(g[0]):
