@@ -159,6 +159,12 @@ def evaluate_videos(
             f"{restored} is {a_info.width}x{a_info.height} but {reference} is "
             f"{b_info.width}x{b_info.height}: compare videos of the same size"
         )
+    if a_info.fps != b_info.fps:
+        raise InputError(
+            f"{restored} is {float(a_info.fps):g} fps but {reference} is "
+            f"{float(b_info.fps):g} fps: compare videos of the same frame rate (resample one "
+            f"first, e.g. ffmpeg -i {restored} -r {b_info.fps} resampled.mp4)"
+        )
     ref_faces = analyze_faces(b_info, cfg, progress=progress)
     size = cfg.crop.size
     face_m = region_mask(size, "face", cfg.crop, cfg.paste.feather)

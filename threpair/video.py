@@ -749,10 +749,27 @@ def writer_args(
     return cmd + [ffmpeg_path(out_path)]
 
 
+def check_name_length(path: Path) -> None:
+    """Raise InputError for a file or folder name longer than the file system allows."""
+    for part in Path(path).parts:
+        if len(part.encode()) > NAME_MAX:
+            raise InputError(
+                f"{part[:40]}...: name is {len(part.encode())} bytes; the limit is {NAME_MAX}"
+            )
+
+
 def check_output_path(out_path: Path, in_path: Path | None = None) -> None:
-    """Raise InputError unless `out_path` can be written (and is not the input)."""
+    """Raise InputError unless `out_path` can be written (and is not the input): a video
+    container's extension (VIDEO_SUFFIXES), a name within NAME_MAX bytes, an existing
+    writable folder."""
     if in_path is not None and out_path.resolve() == in_path.resolve():
         raise InputError(f"{out_path}: output is the input file; choose another output path")
+    if out_path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise InputError(
+            f"{out_path}: {out_path.suffix or 'no extension'} is not a video container "
+            f"threpair writes; use one of {', '.join(VIDEO_SUFFIXES)}"
+        )
+    check_name_length(out_path)
     parent = out_path.resolve().parent
     if not parent.is_dir():
         raise InputError(f"{out_path}: output folder {parent} does not exist")
