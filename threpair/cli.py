@@ -325,7 +325,7 @@ def restore(
     from threpair.batch import interrupt_on_sigterm, is_single_file
     from threpair.video import check_name_length, check_output_path
 
-    with user_errors():
+    with user_errors(), interrupt_on_sigterm():  # SIGTERM/SIGHUP: cleaned up like Ctrl-C
         if len(paths) < 2:
             raise InputError("give the input(s) and then the output: threpair restore IN... OUT")
         *inputs, output = paths
@@ -387,7 +387,7 @@ def restore(
             return
         from threpair.restore import restore_video
 
-        with progress_bars(not quiet and not json_out) as progress, interrupt_on_sigterm():
+        with progress_bars(not quiet and not json_out) as progress:
             summary = restore_video(
                 inputs[0], output, face_model, cfg, batch_size=batch_size, progress=progress
             )
