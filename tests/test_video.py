@@ -39,6 +39,36 @@ def test_parse_header():
     assert h["audio_streams"] == 2
 
 
+MULTI = """Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'multi.mov':
+  Metadata:
+    timecode        : 01:00:00:00
+  Duration: 00:00:01.00, start: 0.000000, bitrate: 1086 kb/s
+  Stream group #0:0[0x5]: Track Reference:
+    Stream #0:0[0x1]: Video: h264 (High) (avc1 / 0x31637661), yuv420p(tv, bt709/unknown/unknown, progressive), 160x120 [SAR 4:3 DAR 16:9], 42 kb/s, 25 fps, 25 tbr, 12800 tbn
+    Stream #0:4[0x5](eng): Data: none (tmcd / 0x64636D74), 0 kb/s
+  Stream #0:1[0x2]: Audio: pcm_s16le (sowt / 0x74776F73), 44100 Hz, mono, s16, 705 kb/s (default)
+  Stream #0:2[0x3]: Video: h264 (High) (avc1 / 0x31637661), yuvj420p(pc, bt470bg/smpte170m/smpte170m), 320x240 [SAR 1:1 DAR 4:3], 25 fps (default)
+      Side data:
+        displaymatrix: rotation of -90.00 degrees
+  Stream #0:3[0x4]: Subtitle: mov_text (text / 0x74786574), 0 kb/s (default)
+Output #0, framemd5, to 'pipe:':
+  Stream #0:0: Video: h264 (High) (avc1 / 0x31637661), yuv420p, 99x99
+"""
+
+
+def test_parse_header_picks_default_stream_colour_sar():
+    h = parse_header(MULTI)
+    assert h["stream_index"] == 2 and h["pix_fmt"] == "yuvj420p"
+    assert (h["coded_width"], h["coded_height"], h["rotation"]) == (320, 240, 90)
+    assert h["color"] == {"range": "pc", "space": "bt470bg", "primaries": "smpte170m",
+                          "trc": "smpte170m"}  # fmt: skip
+    assert [st.kind for st in h["streams"]] == ["video", "audio", "video", "subtitle", "data"]
+    assert h["audio_streams"] == 1 and h["timecode"] == "01:00:00:00"
+    first = parse_header(MULTI.replace(" (default)\n      Side", "\n      Side"))
+    assert first["stream_index"] == 0 and first["sar"] == Fraction(4, 3)
+    assert first["color"]["space"] == "bt709" and first["color"]["trc"] is None
+
+
 def test_ntsc_rate_is_exact():
     text = "#tb 0: 1/30000\n" + "".join(
         f"0, {i * 1001}, {i * 1001}, 1001, 10, ab\n" for i in range(9)

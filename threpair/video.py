@@ -158,11 +158,13 @@ def _input_section(stderr: str) -> str:
 
 def parse_streams(stderr: str) -> list[StreamInfo]:
     """Every stream of input #0 in ffmpeg's header, in file order."""
-    found = []
+    found: dict[int, StreamInfo] = {}  # a stream listed again (in a stream group) counts once
     for m in _STREAM_RE.finditer(_input_section(stderr)):
         index, kind, codec, rest = m.groups()
-        found.append(StreamInfo(int(index), kind.lower(), codec, "(default)" in rest, rest))
-    return sorted(found, key=lambda st: st.index)
+        found.setdefault(
+            int(index), StreamInfo(int(index), kind.lower(), codec, "(default)" in rest, rest)
+        )
+    return [found[i] for i in sorted(found)]
 
 
 def main_video_stream(streams: list[StreamInfo]) -> StreamInfo | None:
@@ -217,7 +219,8 @@ def parse_header(stderr: str) -> dict:
         duration = int(h) * 3600 + int(m) * 60 + float(s)
     rotation = 0
     if main is not None:  # side data is listed under its stream's line
-        start = text.find(f"Stream #0:{main.index}")
+        line = re.search(rf"Stream #0:{main.index}\b", text)
+        start = line.start() if line else 0
         nxt = text.find("Stream #0:", start + 1)
         rot = _ROTATION_RE.search(text[start : nxt if nxt >= 0 else len(text)])
         if rot:
