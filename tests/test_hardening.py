@@ -51,6 +51,26 @@ def test_ctrl_c_leaves_no_partial_output(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4", "long.tone.m4a"]
 
 
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("long") / "long.mp4", 600, (640, 360))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_are_handled_like_ctrl_c(tmp_path, long_clip, sig):
+    out = tmp_path / "out.mp4"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "threpair", "restore", str(long_clip), str(out), "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(4)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert f"interrupted ({sig.name})" in stderr and "Traceback" not in stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bad_checkpoints_are_refused(tmp_path, clip):
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x00" * 100)

@@ -43,3 +43,56 @@ def test_train_bad_input(tmp_path):
     assert r.returncode == 2 and "no such file" in r.stderr
     r = run("train-identity", str(tmp_path), "--preset", "huge")
     assert r.returncode == 2
+
+
+def test_train_out_is_checked_before_training(tmp_path, clip):
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    r = run("train-identity", str(clip), "--out", str(a_file / "sub" / "m.safetensors"))
+    assert r.returncode == 2 and "is a file, not a folder" in r.stderr
+    assert len([ln for ln in r.stderr.splitlines() if ln.strip()]) == 1
+    r = run("train-identity", str(clip), "--out", str(tmp_path))
+    assert r.returncode == 2 and "--out" in r.stderr
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if not os.access(locked, os.W_OK):  # root writes anywhere: only checked as a user
+            r = run("train-identity", str(clip), "--out", str(locked / "m.safetensors"))
+            assert r.returncode == 2 and "not writable" in r.stderr
+    finally:
+        locked.chmod(0o700)
+
+
+def test_train_device_cuda_without_cuda(tmp_path, clip):
+    import torch
+
+    if torch.cuda.is_available():
+        import pytest
+
+        pytest.skip("this machine has CUDA")
+    r = run(
+        "train-identity", str(clip), "--device", "cuda", "--out", str(tmp_path / "m.safetensors")
+    )
+    assert r.returncode == 2 and "--device cuda" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_train_on_one_frame_says_what_is_missing(tmp_path, clip):
+    from tests.conftest import ffmpeg
+
+    one = tmp_path / "one.mp4"
+    ffmpeg("-i", str(clip), "-frames:v", "1", "-an", str(one))
+    env = {**os.environ, "THREPAIR_CACHE": str(tmp_path / "cache")}
+    r = run("train-identity", str(one), "--preset", "tiny", "--out",
+            str(tmp_path / "m.safetensors"), env=env)  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert "too little footage" in r.stderr and "1 frame(s)" in r.stderr
+    assert "uint8" not in r.stderr
+
+
+def test_resume_without_state_says_so(tmp_path, clip):
+    env = {**os.environ, "THREPAIR_CACHE": str(tmp_path / "cache")}
+    r = run("train-identity", str(clip), "--preset", "tiny", "--steps", "2", "--resume",
+            "--out", str(tmp_path / "m.safetensors"), "--json", env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "no saved state" in r.stderr and "from scratch" in r.stderr

@@ -588,21 +588,25 @@ class RestoreProcess:
 
 @contextlib.contextmanager
 def interrupt_on_sigterm() -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C while the block runs (main thread only; a no-op elsewhere).
+    """Treat SIGTERM and SIGHUP like Ctrl-C while the block runs (main thread only; a no-op
+    elsewhere). The KeyboardInterrupt raised carries the signal's name as its argument.
 
     Job schedulers stop jobs with SIGTERM (SLURM on scancel or time limit, then SIGKILL after
-    KillWait; GNU parallel on --timeout/--halt). Python's default is to die at once, leaving
-    a hidden temp file and no log line for the running file; this lets them be cleaned up.
+    KillWait; GNU parallel on --timeout/--halt); a closed terminal sends SIGHUP. Python's
+    default is to die at once, leaving a hidden temp file and no log line for the running
+    file; this lets them be cleaned up.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    caught = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {sig: signal.signal(sig, handler) for sig in caught}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)

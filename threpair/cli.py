@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -18,8 +20,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from threpair import __version__
 from threpair.config import (
@@ -63,12 +66,71 @@ def user_errors() -> Iterator[None]:
     except ThrepairError as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False)
         raise typer.Exit(1) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP under interrupt_on_sigterm
+        name = str(e.args[0]) if e.args and str(e.args[0]).startswith("SIG") else ""
         err.print(
-            "[yellow]interrupted[/]: no partial output was left behind "
-            "(an interrupted train-identity continues with --resume)"
+            f"[yellow]interrupted{f' ({name})' if name else ''}[/]: no partial output was left "
+            "behind (an interrupted train-identity continues with --resume)"
         )
         raise typer.Exit(130) from None
+
+
+class Codec(str, Enum):
+    """Video encoders `restore` writes with (crf and preset apply to x264/x265)."""
+
+    libx264 = "libx264"
+    libx265 = "libx265"
+    vp9 = "libvpx-vp9"
+
+
+class Preset(str, Enum):
+    """x264/x265 speed presets."""
+
+    ultrafast = "ultrafast"
+    superfast = "superfast"
+    veryfast = "veryfast"
+    faster = "faster"
+    fast = "fast"
+    medium = "medium"
+    slow = "slow"
+    slower = "slower"
+    veryslow = "veryslow"
+    placebo = "placebo"
+
+
+def check_device(device: str) -> None:
+    """Refuse a --device this machine cannot use, before any work."""
+    if device in ("auto", "cpu"):
+        return
+    if not re.fullmatch(r"cuda(:\d+)?", device):
+        raise InputError(f"--device {device}: use auto, cpu, cuda or cuda:N")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise InputError(
+            f"--device {device}: no CUDA GPU is available to this torch "
+            f"({torch.__version__}); use --device cpu or auto"
+        )
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise InputError(f"--device {device}: only {torch.cuda.device_count()} CUDA GPU(s) here")
+
+
+def check_writable_file(path: Path, option: str, create_folders: bool = False) -> None:
+    """Refuse an output file path that cannot be written, before any work: a folder, under
+    a file, in a missing folder (unless `create_folders`: then the nearest existing one
+    must be writable), or in a folder without write permission."""
+    if path.is_dir():
+        raise InputError(f"{option} {path}: is a folder, expected a file name")
+    folder = path.absolute().parent
+    while not folder.exists() and create_folders and folder != folder.parent:
+        folder = folder.parent
+    if not folder.exists():
+        raise InputError(f"{option} {path}: folder {folder} does not exist")
+    if not folder.is_dir():
+        raise InputError(f"{option} {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {path}: folder {folder} is not writable")
 
 
 @contextlib.contextmanager
@@ -83,17 +145,18 @@ def progress_bars(enabled: bool) -> Iterator:
     bars = Progress(
         TextColumn("{task.description:>8}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        _DoneOfTotal(),
         TimeRemainingColumn(),
         console=err,
     )
     tasks: dict[str, int] = {}
 
-    def update(stage: str, done: int, total: int) -> None:
+    def update(stage: str, done: float, total: float, unit: str = "") -> None:
+        """`unit` "s": done and total are seconds (shown as m:ss), else counts."""
         if not tasks:
             bars.start()
         if stage not in tasks:
-            tasks[stage] = bars.add_task(stage, total=total or None)
+            tasks[stage] = bars.add_task(stage, total=total or None, unit=unit)
         bars.update(tasks[stage], completed=done, total=max(total, done) or None)
 
     try:
@@ -101,6 +164,21 @@ def progress_bars(enabled: bool) -> Iterator:
     finally:
         if tasks:
             bars.stop()
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
+
+
+class _DoneOfTotal(ProgressColumn):
+    """`done/total`, as m:ss for a task whose unit is seconds (a time-bounded training)."""
+
+    def render(self, task) -> Text:
+        total = task.total
+        if task.fields.get("unit") == "s":
+            return Text(f"{_clock(task.completed)}/{_clock(total) if total else '?'}")
+        return Text(f"{int(task.completed)}/{int(total) if total is not None else '?'}")
 
 
 def version_callback(value: bool) -> None:
@@ -185,21 +263,31 @@ def restore(
     detector_weights: Annotated[
         Path | None, typer.Option(help="S3FD weights file (s3fd only).")
     ] = None,
-    detect_every: Annotated[int, typer.Option(help="Detect on every k-th frame.")] = 1,
+    detect_every: Annotated[
+        int, typer.Option(min=1, max=1000, help="Detect on every k-th frame.")
+    ] = 1,
     detect_max_side: Annotated[
-        int, typer.Option(help="Downscale frames to this longer side for detection.")
+        int, typer.Option(min=64, help="Downscale frames to this longer side for detection.")
     ] = 640,
-    smooth: Annotated[int, typer.Option(help="Geometry smoothing window (frames each side).")] = 4,
-    margin: Annotated[float, typer.Option(help="Crop side as a multiple of the face box.")] = 1.5,
+    smooth: Annotated[
+        int, typer.Option(min=0, max=1000, help="Geometry smoothing window (frames each side).")
+    ] = 4,
+    margin: Annotated[
+        float, typer.Option(min=1.0, max=4.0, help="Crop side as a multiple of the face box.")
+    ] = 1.5,
     paste_mode: Annotated[
         str, typer.Option(help="residual (add the model's change) or replace (paste its output).")
     ] = "residual",
     color_match: Annotated[bool, typer.Option(help="Match the crop's colours to the frame.")] = (
         False
     ),
-    crf: Annotated[int, typer.Option(help="x264/x265 quality (lower = better).")] = 18,
-    preset: Annotated[str, typer.Option(help="x264/x265 speed preset.")] = "medium",
-    codec: Annotated[str, typer.Option(help="Video encoder.")] = "libx264",
+    crf: Annotated[
+        int, typer.Option(min=0, max=51, help="x264/x265 quality (lower = better).")
+    ] = 18,
+    preset: Annotated[Preset, typer.Option(help="x264/x265 speed preset.")] = Preset.medium,
+    codec: Annotated[
+        Codec, typer.Option(help="Video encoder (.webm outputs are always VP9).")
+    ] = Codec.libx264,
     batch_size: Annotated[
         int | None, typer.Option(help="Crops per model call [default: 32 on CUDA, 8 on CPU].")
     ] = None,
@@ -211,7 +299,8 @@ def restore(
     hysteresis: Annotated[
         float,
         typer.Option(
-            help="Keep last frame's code unless the new one is nearer by this x delta_min."
+            min=0.0,
+            help="Keep last frame's code unless the new one is nearer by this x delta_min.",
         ),
     ] = 0.0,
     temporal_smooth: Annotated[
@@ -222,13 +311,20 @@ def restore(
         bool, typer.Option(help="Paste low-confidence frames at reduced strength.")
     ] = True,
     min_strength: Annotated[
-        float, typer.Option(help="Paste strength for frames far outside the confident range.")
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="Paste strength for frames far outside the confident range."
+        ),
     ] = 0.25,
     report: Annotated[
         Path | None, typer.Option(help="Write per-frame confidence, detection and timing JSON.")
     ] = None,
     overwrite: Annotated[
-        bool, typer.Option(help="Folder output: redo files whose output already exists.")
+        bool,
+        typer.Option(
+            help="Replace outputs that already exist (without it, an existing file output is "
+            "refused and a folder run skips files whose output exists)."
+        ),
     ] = False,
     shard: Annotated[
         str | None, typer.Option(help="Folder output: do only shard I of N (1-based), e.g. 2/8.")
@@ -249,13 +345,20 @@ def restore(
     A folder:  threpair restore generated/ fixed/ -m checkpoints/alice.safetensors --log run.jsonl
     (subfolders too; fixed/ mirrors the names; finished outputs are skipped on a rerun; exit 1
     when any file failed)
-    """
-    from threpair.batch import is_single_file
 
-    with user_errors():
+    An existing output is never replaced without --overwrite: a file output is refused, a
+    folder run skips it.
+    """
+    from threpair.batch import interrupt_on_sigterm, is_single_file
+    from threpair.video import check_name_length, check_output_path
+
+    with user_errors(), interrupt_on_sigterm():  # SIGTERM/SIGHUP: cleaned up like Ctrl-C
         if len(paths) < 2:
             raise InputError("give the input(s) and then the output: threpair restore IN... OUT")
         *inputs, output = paths
+        if str(output) == "-":
+            raise InputError("OUT -: writing to stdout is not supported; give a file or folder")
+        check_name_length(output)
         if region not in ("face", "lower", "mouth"):
             raise InputError(f"--region {region}: use face, lower or mouth")
         if paste_mode not in ("replace", "residual"):
@@ -269,6 +372,16 @@ def restore(
             raise InputError("--shard and --log need a folder output (OUT is a file name here)")
         if not single and report is not None:
             raise InputError("--report is for one file; for a folder use --log (one line a file)")
+        if single:
+            check_output_path(output, inputs[0])
+            if output.exists() and not overwrite:
+                raise InputError(
+                    f"{output}: exists; pass --overwrite to replace it (a folder run skips "
+                    "existing outputs the same way)"
+                )
+        if report is not None:
+            check_writable_file(report, "--report")
+        check_device(device)
         from threpair.generators import resolve
 
         resolve(generator)  # a typo fails here, before any work
@@ -286,7 +399,7 @@ def restore(
             track=TrackConfig(smooth_window=smooth),
             crop=getattr(face_model, "crop", None) or CropConfig(size=size, margin=margin),
             paste=PasteConfig(region=region, color_match=color_match, mode=paste_mode),  # type: ignore[arg-type]
-            encode=EncodeConfig(codec=codec, crf=crf, preset=preset),
+            encode=EncodeConfig(codec=codec.value, crf=crf, preset=preset.value),
             confidence=ConfidenceConfig(enabled=confidence_blend, min_strength=min_strength),
         )
         if not single:
@@ -313,8 +426,11 @@ def restore(
             summary = restore_video(
                 inputs[0], output, face_model, cfg, batch_size=batch_size, progress=progress
             )
-    if report is not None:
-        report.write_text(json.dumps(asdict(summary), indent=1))
+        if report is not None:
+            try:
+                report.write_text(json.dumps(asdict(summary), indent=1))
+            except OSError as e:
+                raise InputError(f"--report {report}: cannot write it ({e.strerror})") from None
     for w in summary.warnings:
         err.print(f"[yellow]warning:[/] {w}", highlight=False)
     if json_out:
@@ -444,14 +560,16 @@ def train_identity(
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted network training.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Crops per step (per GPU).")] = 8,
+    batch_size: Annotated[int, typer.Option(min=1, help="Crops per step (per GPU).")] = 8,
     val_fraction: Annotated[
         float, typer.Option(help="Last part of each video held out for validation.")
     ] = 0.1,
     clean_only: Annotated[
         bool, typer.Option(help="Train the paper's way: clean crops in (no degradations).")
     ] = False,
-    margin: Annotated[float, typer.Option(help="Crop side as a multiple of the face box.")] = 1.5,
+    margin: Annotated[
+        float, typer.Option(min=1.0, max=4.0, help="Crop side as a multiple of the face box.")
+    ] = 1.5,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -471,10 +589,14 @@ def train_identity(
     with user_errors():
         if not 0 < val_fraction < 1:
             raise InputError("--val-fraction must be between 0 and 1")
+        if minutes is not None and minutes < 0:
+            raise InputError(f"--minutes {minutes}: give 0 (bank only) or more minutes")
+        check_device(device)
         files = find_videos(videos)
         target = out_path or Path("checkpoints") / f"{files[0].stem}.safetensors"
         if target.suffix != ".safetensors":
             raise InputError(f"--out {target}: use a .safetensors file name")
+        check_writable_file(target, "--out", create_folders=True)
         cuda = torch.cuda.is_available() and device != "cpu"
         train_net = (minutes is not None and minutes > 0) or (
             minutes is None and (steps is not None or cuda)
@@ -523,7 +645,7 @@ def train_network(
     from threpair.data import training_crops
     from threpair.identity import attach_network, network_work_path
     from threpair.model import get_preset
-    from threpair.train import TrainConfig, train
+    from threpair.train import TrainConfig, state_path, train
 
     if preset == "auto":
         preset = "base" if torch.cuda.is_available() and device != "cpu" else "cpu64"
@@ -546,10 +668,16 @@ def train_network(
     metadata = {"threpair_version": version, "preset": preset, "crop": crop.to_dict(),
                 "detect": asdict(cfg.detect), "sources": sources}  # fmt: skip
     work = network_work_path(target)
+    if resume and not state_path(work).is_file():
+        err.print(
+            f"[yellow]warning:[/] --resume: no saved state {state_path(work)} (nothing to "
+            "resume); training starts from scratch",
+            highlight=False,
+        )
     with progress_bars(show) as progress:
         result = train(
             train_crops, val_crops, model_cfg, train_cfg, work, metadata, resume=resume,
-            on_progress=training_reporter(progress, n_steps, show),
+            on_progress=training_reporter(progress, n_steps, show, minutes),
         )  # fmt: skip
     attach_network(ident, result.checkpoint)
     work.unlink(missing_ok=True)
@@ -563,8 +691,14 @@ def train_network(
         )
 
 
-def training_reporter(progress, total_steps: int, show: bool):
-    """Map train()'s events onto the progress bar and a few printed lines."""
+def training_reporter(progress, total_steps: int, show: bool, minutes: float | None = None):
+    """Map train()'s events onto the progress bar and a few printed lines.
+
+    With a time budget (`minutes`) the bar shows training time out of the budget, unless the
+    step cap ends the run sooner; else steps out of `total_steps`.
+    """
+
+    by_time: list[bool] = []  # decided at the first log event, then kept
 
     def report(event: dict) -> None:
         kind = event.get("event")
@@ -573,7 +707,14 @@ def training_reporter(progress, total_steps: int, show: bool):
             if event.get("resumed_from"):
                 out.print(f"resuming from step {event['resumed_from']}")
         elif kind == "log" and progress is not None:
-            progress("train", int(event["step"]), total_steps)
+            step, elapsed = int(event["step"]), float(event.get("elapsed", 0.0))
+            if not by_time:  # will the time budget end the run before the step cap?
+                rate = step / max(elapsed, 1e-9)
+                by_time.append(minutes is not None and rate * minutes * 60 < total_steps)
+            if by_time[0]:
+                progress("train", min(elapsed, minutes * 60), minutes * 60, "s")  # type: ignore[operator]
+            else:
+                progress("train", step, total_steps)
         elif kind == "val" and show:
             out.print(
                 f"step {int(event['step'])}: val PSNR degraded {event['psnr_degraded']:.2f} -> "
@@ -659,13 +800,17 @@ def _safetensors_tag(path: Path) -> str | None:
 def degrade(
     input: Annotated[Path, typer.Argument(help="Real footage.")],
     output: Annotated[Path, typer.Argument(help="Where to write the fake (generated-looking).")],
-    gen_res: Annotated[int, typer.Option(help="Generator face resolution (Wav2Lip: 96).")] = 96,
+    gen_res: Annotated[
+        int, typer.Option(min=4, max=1024, help="Generator face resolution (Wav2Lip: 96).")
+    ] = 96,
     lower_half: Annotated[bool, typer.Option(help="Degrade only the lower half of the box.")] = (
         False
     ),
-    blur: Annotated[float, typer.Option(help="Gaussian blur sigma at the generator scale.")] = 0.0,
+    blur: Annotated[
+        float, typer.Option(min=0.0, max=100.0, help="Gaussian blur sigma at the generator scale.")
+    ] = 0.0,
     jpeg: Annotated[int | None, typer.Option(help="JPEG quality of the render (1-100).")] = None,
-    crf: Annotated[int, typer.Option(help="Output x264 quality.")] = 18,
+    crf: Annotated[int, typer.Option(min=0, max=51, help="Output x264 quality.")] = 18,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -697,7 +842,8 @@ def eval_cmd(
     reference: Annotated[Path, typer.Argument(help="The real video it should match.")],
     csv: Annotated[Path | None, typer.Option(help="Write per-frame metrics as CSV.")] = None,
     window: Annotated[
-        int | None, typer.Option(help="Sliding-evaluation window (frames); default: shorter.")
+        int | None,
+        typer.Option(min=1, help="Sliding-evaluation window (frames); default: shorter."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
@@ -705,6 +851,10 @@ def eval_cmd(
     """Face and mouth PSNR/SSIM, flicker (temporal error) and mouth sharpness vs a reference.
 
     Example: threpair eval alice_fixed.mp4 alice_real.mp4 --csv frames.csv
+
+    Both videos must have the same size and frame rate. --json is strict JSON: a metric that
+    could not be measured is null, an infinite PSNR (identical pixels) is the string "inf".
+    Exit 1 when no frame could be scored (no face found in the reference).
     """
     from threpair.evaluate import evaluate_videos
 
@@ -713,9 +863,17 @@ def eval_cmd(
             result = evaluate_videos(restored, reference, window=window, progress=progress)
         if csv is not None:
             write_csv(csv, result.per_frame)
+    scored = result.summary.get("frames_scored", 0)
     if json_out:
-        print(json.dumps({"summary": result.summary, "alignment": result.alignment,
-                          "offset": result.offset}))  # fmt: skip
+        print(json.dumps(json_safe({"summary": result.summary, "alignment": result.alignment,
+                                    "offset": result.offset}), allow_nan=False))  # fmt: skip
+    if not scored:
+        err.print(
+            f"[bold red]error:[/] nothing could be scored: no face found in {reference}",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+    if json_out:
         return
     table = Table(title=f"{restored} vs {reference}")
     table.add_column("metric")
@@ -724,6 +882,17 @@ def eval_cmd(
         table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
     out.print(table)
     out.print(f"alignment: {result.alignment}", highlight=False)
+
+
+def json_safe(obj):
+    """NaN -> None (not measurable), +/-inf -> "inf"/"-inf", recursively: strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

@@ -138,4 +138,14 @@ def training_crops(
                 "val_crops": len(va),
             }
         )
-    return np.concatenate(trains), np.concatenate(vals), sources
+    train, val = np.concatenate(trains), np.concatenate(vals)
+    if len(train) < 2 or len(val) < 1:
+        faces = sum(len(t) + len(v) for t, v in zip(trains, vals))
+        frames = sum(s["frames"] for s in sources)
+        names = ", ".join(str(v) for v in videos)
+        raise InputError(
+            f"{names}: too little footage: {frames} frame(s), {faces} with the face; training "
+            f"needs frames to learn from and the last {val_fraction:.0%} of each video to "
+            "validate on, so give at least a few seconds of the person on screen"
+        )
+    return train, val, sources

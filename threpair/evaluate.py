@@ -61,7 +61,9 @@ def degrade_video(
     analysis = analyze_faces(info, cfg, progress=progress)
     audio = info.path if info.has_audio else None
     n = 0
-    with VideoWriter(out_path, info.width, info.height, info.fps, audio, cfg.encode) as w:
+    with VideoWriter(
+        out_path, info.width, info.height, info.fps, audio, cfg.encode, source=info
+    ) as w:
         for i, frame in enumerate(prefetch(read_frames(info), 4)):
             g = analysis.geometry[i] if i < analysis.n_frames else None
             if g is not None and not np.isnan(g[0]):
@@ -156,6 +158,12 @@ def evaluate_videos(
         raise InputError(
             f"{restored} is {a_info.width}x{a_info.height} but {reference} is "
             f"{b_info.width}x{b_info.height}: compare videos of the same size"
+        )
+    if a_info.fps != b_info.fps:
+        raise InputError(
+            f"{restored} is {float(a_info.fps):g} fps but {reference} is "
+            f"{float(b_info.fps):g} fps: compare videos of the same frame rate (resample one "
+            f"first, e.g. ffmpeg -i {restored} -r {b_info.fps} resampled.mp4)"
         )
     ref_faces = analyze_faces(b_info, cfg, progress=progress)
     size = cfg.crop.size

@@ -30,7 +30,14 @@ from threpair.config import PipelineConfig
 from threpair.detect import Detection, Detector, detection_size, make_detector
 from threpair.geometry import crop_matrix, paste, paste_roi, region_mask, warp_crop
 from threpair.track import crop_params, fill_gaps, link_tracks, select_identity, smooth_params
-from threpair.video import VideoInfo, VideoWriter, check_output_path, probe, read_frames
+from threpair.video import (
+    VideoInfo,
+    VideoWriter,
+    check_output_path,
+    plan_streams,
+    probe,
+    read_frames,
+)
 
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
 T = TypeVar("T")
@@ -371,7 +378,9 @@ def render(
     baseline = float(getattr(model, "outside_baseline", 0.0))
     reset = getattr(model, "reset", None)
     records: list[dict] = []
-    with VideoWriter(out_path, info.width, info.height, info.fps, audio, cfg.encode) as writer:
+    with VideoWriter(
+        out_path, info.width, info.height, info.fps, audio, cfg.encode, source=info
+    ) as writer:
         frames: list[np.ndarray] = []
         geo: list[np.ndarray | None] = []
 
@@ -490,8 +499,9 @@ def restore_video(
         cfg = replace(cfg, crop=request.identity.crop)
     info = probe(in_path)
     check_output_path(out_path, in_path)
+    # decided before any work: which streams are kept, converted or dropped, and why
+    warnings = [*info.notes, *plan_streams(info, out_path).notices]
     analysis = analyze_faces(info, cfg, detector, progress)
-    warnings = []
     engine_record: dict[str, Any] = {}
     t_plan = time.perf_counter()
     if request is not None:
