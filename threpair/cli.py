@@ -20,6 +20,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
@@ -61,10 +62,10 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except InputError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         raise typer.Exit(2) from None
     except ThrepairError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         raise typer.Exit(1) from None
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP under interrupt_on_sigterm
         name = str(e.args[0]) if e.args and str(e.args[0]).startswith("SIG") else ""
@@ -432,7 +433,7 @@ def restore(
             except OSError as e:
                 raise InputError(f"--report {report}: cannot write it ({e.strerror})") from None
     for w in summary.warnings:
-        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     if json_out:
         print(json.dumps({k: v for k, v in asdict(summary).items() if k != "per_frame"}))
     elif not quiet:
@@ -505,9 +506,9 @@ def restore_folder(
                 if progress is not None:
                     progress("files", finished, todo)
             if event["status"] == "failed" and not quiet:
-                err.print(f"[bold red]failed:[/] {event['reason']}", highlight=False)
+                err.print(f"[bold red]failed:[/] {escape(event['reason'])}", highlight=False)
             for w in event.get("warnings", []) if not quiet else []:
-                err.print(f"[yellow]warning:[/] {w}", highlight=False)
+                err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
 
         try:
             with interrupt_on_sigterm():

@@ -118,18 +118,28 @@ def _box(x: torch.Tensor, r: int) -> torch.Tensor:
 
 
 def match(
-    q_low: torch.Tensor, key_tiles: torch.Tensor, chosen: torch.Tensor, cfg: AttentionConfig
+    q_low: torch.Tensor,
+    key_tiles: torch.Tensor,
+    chosen: torch.Tensor,
+    cfg: AttentionConfig,
+    rect: tuple[int, int, int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Top-k matches per grid cell.
+    """Top-k matches per grid cell of the tile rectangle `rect` (ty0, ty1, tx0, tx1; None =
+    all tiles).
 
-    key_tiles: (N, T, C, tile + 2h, tile + 2h) with h = window + patch (see `_tiles`).
-    Returns (dist (k, L, L) patch RMS distances, ref (k, L, L), dy, dx (k, L, L) in cells).
+    key_tiles: (N, T, C, tile + 2h, tile + 2h) with h = window + patch (see `_tiles`);
+    chosen: (T, R) from `preselect`. Returns (dist, ref, dy, dx), each (k, H, W) over the
+    rectangle's grid cells: patch RMS distances, reference index, offset in cells.
     """
     w, p, t = cfg.window, cfg.patch, cfg.tile
     side, span = t + 2 * p, 2 * w + 1
-    qt = _tiles(q_low, t, p)  # (T, C, side, side)
-    n_t = qt.shape[0]
-    kt = key_tiles[chosen, torch.arange(n_t)[:, None]]  # (T, R, C, side + 2w, side + 2w)
+    n_side = q_low.shape[-1] // t
+    ty0, ty1, tx0, tx1 = rect or (0, n_side, 0, n_side)
+    ys, xs = torch.arange(ty0, ty1), torch.arange(tx0, tx1)
+    active = (ys[:, None] * n_side + xs[None, :]).flatten().to(chosen.device)
+    qt = _tiles(q_low, t, p)[active]  # (T', C, side, side)
+    chosen = chosen[active]
+    kt = key_tiles[chosen, active[:, None]]  # (T', R, C, side + 2w, side + 2w)
     scale = 1.0 / (qt.shape[1] * (2 * p + 1) ** 2)
     d = (
         torch.stack(  # one offset at a time: small contiguous temporaries are fastest here
@@ -148,10 +158,10 @@ def match(
     ref = chosen.gather(1, (idx // (span * span)).flatten(1)).view_as(idx)
     off = idx % (span * span)
     dy, dx = off // span - w, off % span - w
-    lt = int(round(n_t**0.5))
+    ny, nx = ty1 - ty0, tx1 - tx0
 
-    def grid(x: torch.Tensor) -> torch.Tensor:  # (T, k, t, t) -> (k, L, L)
-        return x.view(lt, lt, k, t, t).permute(2, 0, 3, 1, 4).reshape(k, lt * t, lt * t)
+    def grid(x: torch.Tensor) -> torch.Tensor:  # (T', k, t, t) -> (k, ny * t, nx * t)
+        return x.view(ny, nx, k, t, t).permute(2, 0, 3, 1, 4).reshape(k, ny * t, nx * t)
 
     return grid(best.clamp_min(0).sqrt()), grid(ref), grid(dy), grid(dx)
 
@@ -163,6 +173,18 @@ def pad_values(values: torch.Tensor, pad: int) -> torch.Tensor:
     return v.permute(0, 2, 3, 1).reshape(-1, values.shape[1]).contiguous()
 
 
+def _parents(
+    n: int, origin: int, factor: int, cells: int, dev: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For pixels origin..origin+n-1: the two nearest grid cells (of `cells`, the first at
+    pixel origin) and the bilinear weight of the second."""
+    pos = (torch.arange(n, device=dev, dtype=torch.float32) + 0.5) / factor - 0.5
+    lo = pos.floor().clamp(0, cells - 1)
+    frac = (pos - lo).clamp(0, 1)
+    lo = lo.long()
+    return lo, (lo + 1).clamp(max=cells - 1), frac
+
+
 def gather_high(
     rows: torch.Tensor,
     size: int,
@@ -172,32 +194,33 @@ def gather_high(
     dy: torch.Tensor,
     dx: torch.Tensor,
     factor: int,
+    origin: tuple[int, int] = (0, 0),
 ) -> torch.Tensor:
-    """Blend the matched values at full resolution: (3, S, S).
+    """Blend the matched values at full resolution: (3, H, W) for the pixels of the grid
+    cells given, whose first cell starts at pixel `origin` (y, x) of the S x S crop.
 
     rows: `pad_values(values, pad)` with pad >= factor * window. weights, ref, dy, dx:
-    (k, L, L) per grid cell; each pixel takes the matches of its four nearest grid cells,
+    (k, Hc, Wc) per grid cell; each pixel takes the matches of its four nearest grid cells,
     bilinearly weighted, each at the pixel's own position shifted by factor * (dy, dx).
     """
-    s, sp = size, size + 2 * pad
-    k, ll, _ = weights.shape
+    sp = size + 2 * pad
+    k, hc, wc = weights.shape
+    h, w_ = min(hc * factor, size - origin[0]), min(wc * factor, size - origin[1])
     dev = rows.device
-    pos = (torch.arange(s, device=dev, dtype=torch.float32) + 0.5) / factor - 0.5
-    lo = pos.floor().clamp(0, ll - 1)
-    frac = (pos - lo).clamp(0, 1)
-    lo = lo.long()
-    hi = (lo + 1).clamp(max=ll - 1)
-    pix = torch.arange(s, device=dev) + pad
-    base = pix[:, None] * sp + pix[None, :]  # (S, S) flat position of each pixel
-    cell = ref * (sp * sp) + factor * (dy * sp + dx)  # (k, L, L) flat shift of each match
-    out = torch.zeros(s * s, rows.shape[1], device=dev, dtype=rows.dtype)
-    for gy, wy in ((lo, 1 - frac), (hi, frac)):
-        for gx, wx in ((lo, 1 - frac), (hi, frac)):
-            w = weights[:, gy][:, :, gx] * (wy[:, None] * wx[None, :])  # (k, S, S)
+    ylo, yhi, yf = _parents(h, origin[0], factor, hc, dev)
+    xlo, xhi, xf = _parents(w_, origin[1], factor, wc, dev)
+    py = torch.arange(h, device=dev) + origin[0] + pad
+    px = torch.arange(w_, device=dev) + origin[1] + pad
+    base = py[:, None] * sp + px[None, :]  # (H, W) flat position of each pixel
+    cell = ref * (sp * sp) + factor * (dy * sp + dx)  # (k, Hc, Wc) flat shift of each match
+    out = torch.zeros(h * w_, rows.shape[1], device=dev, dtype=rows.dtype)
+    for gy, wy in ((ylo, 1 - yf), (yhi, yf)):
+        for gx, wx in ((xlo, 1 - xf), (xhi, xf)):
+            wt = weights[:, gy][:, :, gx] * (wy[:, None] * wx[None, :])  # (k, H, W)
             idx = cell[:, gy][:, :, gx] + base
-            picked = rows.index_select(0, idx.flatten()).view(k, s * s, -1)
-            out += (picked * w.view(k, s * s, 1).to(rows.dtype)).sum(0)
-    return out.view(s, s, -1).permute(2, 0, 1)
+            picked = rows.index_select(0, idx.flatten()).view(k, h * w_, -1)
+            out += (picked * wt.view(k, h * w_, 1).to(rows.dtype)).sum(0)
+    return out.view(h, w_, -1).permute(2, 0, 1)
 
 
 def attend(
@@ -210,12 +233,26 @@ def attend(
     prev_chosen: torch.Tensor | None = None,
     keep_bonus: float = 0.0,
     exclude: int | None = None,
+    rect: tuple[int, int, int, int] | None = None,
 ) -> AttentionResult:
-    """The attended high band for one query crop (see the module docstring)."""
+    """The attended high band for one query crop (see the module docstring).
+
+    `rect` (ty0, ty1, tx0, tx1): only the grid tiles in this rectangle are attended (where
+    the generator changed pixels); the high band is 0 elsewhere and `best` is +inf there.
+    """
     q_low = features(q, cfg)
     refs = min(cfg.refs, len(keys_low) - (exclude is not None))
     chosen = preselect(q_low, keys_low, cfg.tile, refs, prev_chosen, keep_bonus, exclude)
-    dist, ref, dy, dx = match(q_low, key_tiles, chosen, cfg)
+    n_side = q_low.shape[-1] // cfg.tile
+    ty0, ty1, tx0, tx1 = rect or (0, n_side, 0, n_side)
+    dist, ref, dy, dx = match(q_low, key_tiles, chosen, cfg, (ty0, ty1, tx0, tx1))
     weights = torch.softmax(-dist / cfg.temperature, dim=0)
-    high = gather_high(value_rows, q.shape[-1], pad, weights, ref, dy, dx, cfg.factor)
-    return AttentionResult(high=high, best=dist[0], chosen=chosen)
+    cell = cfg.tile * cfg.factor
+    origin = (ty0 * cell, tx0 * cell)
+    part = gather_high(value_rows, q.shape[-1], pad, weights, ref, dy, dx, cfg.factor, origin)
+    high = torch.zeros_like(q)
+    high[:, origin[0] : origin[0] + part.shape[1], origin[1] : origin[1] + part.shape[2]] = part
+    best = torch.full(q_low.shape[-2:], float("inf"), device=q.device, dtype=dist.dtype)
+    gy, gx = ty0 * cfg.tile, tx0 * cfg.tile
+    best[gy : gy + dist.shape[1], gx : gx + dist.shape[2]] = dist[0]
+    return AttentionResult(high=high, best=best, chosen=chosen)

@@ -91,12 +91,15 @@ class ReferenceEngine:
         self._rows = pad_values(r - k, self._pad)
         self._size = size
         self._box_cells = self._box_mask(size)
+        self._rect = self._tile_rect(size)
         self._low = max(8, int(round(self.gen_res * crop.margin)))
         self.tau = self._loo_tau(k)
         if self.holdout is not None and len(self.holdout):
             hold = resize_crops(self.holdout, size)
             q = t(np.stack([simulate(h, self.gen_res, crop) for h in hold]))
-            outs = [self._outside(attend(x, *self._bank(), self.cfg).best) for x in q]
+            outs = [
+                self._outside(attend(x, *self._bank(), self.cfg, rect=self._rect).best) for x in q
+            ]
             self.outside_baseline = float(np.mean(outs))
         self._prev = None
 
@@ -110,6 +113,16 @@ class ReferenceEngine:
         m[max(0, y0) : y1, max(0, x0) : x1] = True
         return m
 
+    def _tile_rect(self, size: int) -> tuple[int, int, int, int]:
+        """The grid tiles (ty0, ty1, tx0, tx1) that cover the generator's box: outside it
+        the generated crop is the real frame, so there is nothing to attend to (and keys
+        equal their references there, so the high band would be 0 anyway)."""
+        t = self.cfg.tile
+        n = size // self.cfg.factor
+        x0, y0, x1, y1 = (v * n for v in crop_box(replace(self.crop, size=size)))
+        clip = lambda v: int(min(max(v, 0), n // t))  # noqa: E731
+        return clip(y0 // t), clip(-(-y1 // t)), clip(x0 // t), clip(-(-x1 // t))
+
     def _loo_tau(self, keys: torch.Tensor, n: int = 8) -> float:
         """90th percentile of the best patch distance in the face box when bank crops are
         matched against the rest of the bank (what a well-matched frame looks like)."""
@@ -117,7 +130,9 @@ class ReferenceEngine:
             return float("inf")
         idx = np.unique(np.linspace(0, len(keys) - 1, min(n, len(keys))).round().astype(int))
         best = [
-            attend(keys[i], *self._bank(), self.cfg, exclude=int(i)).best[self._box_cells]
+            attend(keys[i], *self._bank(), self.cfg, exclude=int(i), rect=self._rect).best[
+                self._box_cells
+            ]
             for i in idx
         ]
         return float(torch.quantile(torch.cat(best).float(), 0.9))
@@ -145,7 +160,7 @@ class ReferenceEngine:
         self.prepare(int(x.shape[-1]))
         outs, stats = [], []
         for q in x.float():
-            r = attend(q, *self._bank(), self.cfg, self._prev, self.keep_bonus)
+            r = attend(q, *self._bank(), self.cfg, self._prev, self.keep_bonus, rect=self._rect)
             kept = 0.0 if self._prev is None else float((r.chosen == self._prev).float().mean())
             self._prev = r.chosen
             outs.append(q + self._high_pass(r.high))
@@ -162,9 +177,12 @@ class ReferenceEngine:
         self.frame_stats += stats
         return torch.stack(outs).clamp_(0, 255)
 
-    def _high_pass(self, h: torch.Tensor) -> torch.Tensor:
+    def _high_pass(self, h: torch.Tensor, rounds: int = 8) -> torch.Tensor:
         """h minus its content below the generator's resolution, so the output's low band is
-        the generated crop's own."""
+        the generated crop's own. Area-down then bilinear-up is not a projection; repeating
+        the subtraction drives the low band of h to ~0 (8 rounds: well under a level)."""
         s = h.shape[-1]
-        low = F.interpolate(h[None], size=(self._low, self._low), mode="area")
-        return h - F.interpolate(low, size=(s, s), mode="bilinear", align_corners=False)[0]
+        for _ in range(rounds):
+            low = F.interpolate(h[None], size=(self._low, self._low), mode="area")
+            h = h - F.interpolate(low, size=(s, s), mode="bilinear", align_corners=False)[0]
+        return h
