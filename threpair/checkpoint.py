@@ -69,8 +69,13 @@ def save(path: str | Path, model: torch.nn.Module, model_cfg: ModelConfig, metad
         "metadata": meta_json,
         "sha256": _digest(tensors),
     }
+    return write_atomic(path, tensors, header)
+
+
+def write_atomic(path: Path, tensors: dict[str, torch.Tensor], header: dict[str, str]) -> Path:
+    """A safetensors file written to a hidden temp name next to `path`, then renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.threpair-tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.name[:200]}.threpair-tmp{os.getpid()}")
     try:
         save_file(tensors, str(tmp), metadata=header)
         os.chmod(tmp, 0o644)  # safetensors creates 0600; a model file is not a secret
@@ -80,20 +85,26 @@ def save(path: str | Path, model: torch.nn.Module, model_cfg: ModelConfig, metad
     return path
 
 
-def _read_header(path: Path) -> dict[str, str]:
+def open_header(path: Path) -> dict[str, str]:
+    """The header of a safetensors file; CheckpointError (saying what to do) when the file is
+    missing or unreadable."""
     if not path.is_file():
         raise CheckpointError(
-            f"{path}: no checkpoint there: check the path, or train one with "
-            "`threpair train-identity`"
+            f"{path}: no identity there: check the path, or build one with "
+            "`threpair train-identity VIDEO`"
         )
     try:
         with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
+            return f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(
             f"{path}: not a readable safetensors file (truncated or corrupt?): copy it again or "
-            "retrain"
+            "rebuild it with `threpair train-identity`"
         ) from e
+
+
+def _read_header(path: Path) -> dict[str, str]:
+    header = open_header(path)
     if header.get("format") != FORMAT_TAG:
         raise CheckpointError(
             f"{path}: a safetensors file but not a threpair checkpoint (no '{FORMAT_TAG}' tag): "

@@ -32,11 +32,10 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from threpair import __version__
 from threpair.checkpoint import FORMAT_TAG as NETWORK_TAG
-from threpair.checkpoint import _digest, _jsonable
+from threpair.checkpoint import _digest, _jsonable, open_header, write_atomic
 from threpair.config import CropConfig, PipelineConfig
 from threpair.errors import CheckpointError, InputError
 from threpair.geometry import crop_matrix, warp_crop
@@ -145,15 +144,7 @@ class Identity:
             "identity": json.dumps(_jsonable(body), allow_nan=False),
             "sha256": _digest(tensors),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name[:200]}.threpair-tmp{os.getpid()}")
-        try:
-            save_file(tensors, str(tmp), metadata=header)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        return write_atomic(path, tensors, header)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> Identity:
@@ -210,19 +201,7 @@ class Identity:
 
 def read_header(path: Path) -> dict[str, str]:
     """The safetensors header of an identity file, checked; typed errors that say what to do."""
-    if not path.is_file():
-        raise CheckpointError(
-            f"{path}: no identity there: check the path, or build one with "
-            "`threpair train-identity VIDEO`"
-        )
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(
-            f"{path}: not a readable safetensors file (truncated or corrupt?): copy it again or "
-            "rebuild it with `threpair train-identity`"
-        ) from e
+    header = open_header(path)
     tag = header.get("format")
     if tag == NETWORK_TAG:
         raise CheckpointError(
