@@ -11,8 +11,9 @@ each method on the same frames; `threpair eval` scores every output against the 
 
 Methods: the degraded input; a generic sharpening baseline (unsharp mask on the same crops,
 pasted the same way); the reference engine with the restore defaults (generator estimated,
-temporal smoothing 0.5) and without temporal smoothing. The SOVQAE is not run here: on a CPU
-it does not reach the input at this scale (../shared/docs/design.md, "Facts measured").
+temporal smoothing 0.5), with `--variants` also without temporal smoothing. The SOVQAE is
+not run here: on a CPU it does not reach the input at this scale (../shared/docs/design.md,
+"Facts measured").
 
 The knob table varies the reference attention on the identity's held-out crops (crop level,
 no video I/O): temperature, references per tile, top-k, search window, patch size.
@@ -116,6 +117,7 @@ def main() -> None:
     ap.add_argument("--gen-res", type=int, default=96)
     ap.add_argument("--name", default="quality")
     ap.add_argument("--knobs-clip", default="anchor_de_20s")
+    ap.add_argument("--variants", action="store_true", help="also without temporal smoothing")
     args = ap.parse_args()
     torch.set_num_threads(2)
     rows, knob_rows = [], []
@@ -136,8 +138,9 @@ def main() -> None:
             methods = {
                 "sharpen": (Sharpen(), {}),
                 "references": (EngineRequest(ident, temporal_smooth=0.5), {}),
-                "references, no smoothing": (EngineRequest(ident, temporal_smooth=0.0), {}),
             }
+            if args.variants:
+                methods["references, no smoothing"] = (EngineRequest(ident, temporal_smooth=0), {})
             n_real = probe(real).frame_count
             seconds = {"degraded": 0.0}
             engines = {}
