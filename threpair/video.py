@@ -594,7 +594,7 @@ def plan_streams(source: VideoInfo, out_path: Path) -> StreamPlan:
             args += ["-map", f"1:{st.index}", f"-c:a:{n_audio}", *enc]
             if became:
                 notices.append(
-                    f"{name}: audio {label} re-encoded to {became}: {suffix} cannot hold "
+                    f"{name}: stream {label} re-encoded to {became}: {suffix} cannot hold "
                     f"{st.codec} (keep it bit for bit with a .mkv output)"
                 )
             n_audio += 1
