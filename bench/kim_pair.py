@@ -102,7 +102,7 @@ def main() -> None:
     fixed = args.work / "kim_repaired.mp4"
     report = args.work / "report.json"
     restored = threpair("restore", str(generated), str(fixed), "-m", str(model),
-                        "--report", str(report))  # fmt: skip
+                        "--report", str(report), "--overwrite")  # fmt: skip
     t2 = time.perf_counter()
 
     gen_geo, gen_crops = tracked_crops(generated)
@@ -120,7 +120,7 @@ def main() -> None:
     for w in [v for v in args.smooth.split(",") if v]:
         variant = args.work / f"kim_repaired_s{w}.mp4"
         threpair("restore", str(generated), str(variant), "-m", str(model),
-                 "--temporal-smooth", w)  # fmt: skip
+                 "--temporal-smooth", w, "--overwrite")  # fmt: skip
         rows.append(
             row(f"repaired, --temporal-smooth {w}", face_crops(probe(variant), gen_geo, VIEW))
         )

@@ -57,7 +57,7 @@ def main() -> None:
         for label, video in ((args.clip, src), (f"{args.clip} looped", looped)):
             info = probe(video)
             cmd = [sys.executable, "-m", "threpair", "restore", str(video),
-                   str(Path(tmp) / "out.mp4"), "-m", args.model, "-q"]  # fmt: skip
+                   str(Path(tmp) / "out.mp4"), "-m", args.model, "-q", "--overwrite"]  # fmt: skip
             with Timer() as t:
                 rss = peak_rss_mib(cmd)
             rows.append(

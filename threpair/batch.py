@@ -586,6 +586,18 @@ class RestoreProcess:
         return summary_info(summary)
 
 
+_received: list[str] = []  # names of the signals interrupt_on_sigterm turned into Ctrl-C
+
+
+def received_signal() -> str | None:
+    """The last SIGTERM/SIGHUP caught by `interrupt_on_sigterm` in this process, if any.
+
+    A signal landing inside a third-party import can come out as another error (onnxruntime
+    turns it into an ImportError); the CLI asks this to report it as the interruption it was.
+    """
+    return _received[-1] if _received else None
+
+
 @contextlib.contextmanager
 def interrupt_on_sigterm() -> Iterator[None]:
     """Treat SIGTERM and SIGHUP like Ctrl-C while the block runs (main thread only; a no-op
@@ -601,6 +613,7 @@ def interrupt_on_sigterm() -> Iterator[None]:
         return
 
     def handler(signum: int, frame: object) -> None:
+        _received.append(signal.Signals(signum).name)
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
     caught = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])

@@ -65,15 +65,24 @@ def user_errors() -> Iterator[None]:
         err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         raise typer.Exit(2) from None
     except ThrepairError as e:
-        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
-        raise typer.Exit(1) from None
+        from threpair.batch import received_signal
+
+        if received_signal() is None:
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+            raise typer.Exit(1) from None
+        _interrupted(received_signal())
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP under interrupt_on_sigterm
-        name = str(e.args[0]) if e.args and str(e.args[0]).startswith("SIG") else ""
-        err.print(
-            f"[yellow]interrupted{f' ({name})' if name else ''}[/]: no partial output was left "
-            "behind (an interrupted train-identity continues with --resume)"
-        )
-        raise typer.Exit(130) from None
+        _interrupted(str(e.args[0]) if e.args else "")
+
+
+def _interrupted(signal_name: str | None) -> None:
+    """The one line for Ctrl-C / SIGTERM / SIGHUP, then exit 130."""
+    name = signal_name if signal_name and signal_name.startswith("SIG") else ""
+    err.print(
+        f"[yellow]interrupted{f' ({name})' if name else ''}[/]: no partial output was left "
+        "behind (an interrupted train-identity continues with --resume)"
+    )
+    raise typer.Exit(130) from None
 
 
 class Codec(str, Enum):
