@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tests.conftest import real_clip
 from threpair.config import DetectConfig, PipelineConfig
 from threpair.engines import region_masks, validate
-from threpair.engines.references import ReferenceEngine, resize_crops
+from threpair.engines.references import ReferenceEngine, low_grid, resize_crops
 from threpair.errors import InputError
 from threpair.generators import simulate
 from threpair.identity import build_identity
@@ -73,9 +73,9 @@ def test_batching_does_not_change_the_output(synth):
 
 
 def engine_lowpass(crops: np.ndarray, gen_res: int, margin: float) -> np.ndarray:
-    """The engine's own low band: area-resize to gen_res * margin (the generator's pixels over
-    the whole crop), as ReferenceEngine._high_pass computes it (torch adaptive average)."""
-    n = max(8, int(round(gen_res * margin)))
+    """The engine's own low band: area-resize to references.low_grid (half the generator's
+    pixels over the whole crop), as ReferenceEngine._high_pass computes it."""
+    n = low_grid(gen_res, margin)
     x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
     return F.interpolate(x, size=(n, n), mode="area").numpy()
 
@@ -145,8 +145,10 @@ def anchor():
 @pytest.mark.realdata
 def test_degraded_real_crop_comes_back_close_to_the_real_one(anchor):
     """Held-out real crops (never in the bank) degraded as a 96-px generator would: face-box
-    PSNR against the real crop rises. Measured: 32.9 -> 36.1 dB, +3.2 dB mean, every crop
-    +2.8 dB or more. Asserted: mean gain >= +2 dB, every crop >= +1 dB."""
+    PSNR against the real crop rises. Measured (engine of fc605e7, 8-round high-pass): 32.9 ->
+    33.9 dB, +0.97 dB mean, every crop +0.83 dB or more. Asserted: mean gain >= +0.5 dB, every
+    crop >= +0.3 dB. (The engine before fc605e7, whose high-pass leaked into the low band,
+    measured +3.2 dB mean, +2.8 min: most of that came from moving the low band.)"""
     ident = anchor
     crop, real = ident.crop, ident.holdout
     face, _ = region_masks(ident.resolution, crop)
@@ -157,7 +159,7 @@ def test_degraded_real_crop_comes_back_close_to_the_real_one(anchor):
     after = np.array([psnr(o, r, mask=face) for o, r in zip(repaired, real)])
     gain = after - before
     print(f"face PSNR {before.mean():.2f} -> {after.mean():.2f} dB, gains {np.round(gain, 2)}")
-    assert gain.mean() >= 2.0 and gain.min() >= 1.0
+    assert gain.mean() >= 0.5 and gain.min() >= 0.3
     assert len(engine.last_stats) == len(real)
     # validate() (what "never worse" consults) measures the same thing (the engine is causal:
     # the first 3 frames of a sequence do not depend on the later ones)

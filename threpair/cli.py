@@ -607,6 +607,10 @@ def train_identity(
         if target.suffix != ".safetensors":
             raise InputError(f"--out {target}: use a .safetensors file name")
         check_writable_file(target, "--out", create_folders=True)
+        if preset != "auto":
+            from threpair.model import get_preset
+
+            get_preset(preset)  # an unknown name fails here, before any work
         cuda = torch.cuda.is_available() and device != "cpu"
         train_net = (minutes is not None and minutes > 0) or (
             minutes is None and (steps is not None or cuda)

@@ -300,9 +300,11 @@ def build_identity(
         cut = int(round(s.n_frames * (1 - holdout_fraction)))
         pools += [(si, int(f), d) for f, d in zip(s.face_frames, s.desc) if f < cut]
         holds += [(si, int(f)) for f in s.face_frames if f >= cut]
-    if not pools:
+    n_face = sum(len(s.face_frames) for s in scans)
+    if not pools or not holds:
         raise InputError(
-            "the footage has no face frames before its held-out part: use longer footage"
+            f"too little footage: the face is in {n_face} frame(s); an identity needs frames "
+            f"for its bank and its held-out last {holdout_fraction:.0%} (a few seconds at least)"
         )
     chosen = farthest_points(np.stack([d for _, _, d in pools]), bank_size)
     picks = [pools[i][:2] for i in chosen]
