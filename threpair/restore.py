@@ -95,6 +95,7 @@ class RestoreSummary:
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     confidence: dict[str, float] = field(default_factory=dict)
+    seam: dict[str, Any] = field(default_factory=dict)  # seams.SeamBox.to_dict(); {} = off
     per_frame: list[dict] = field(default_factory=list, repr=False)
 
     @property
@@ -355,13 +356,15 @@ def render(
     batch_size: int | None = None,
     progress: ProgressFn | None = None,
     timings: dict[str, float] | None = None,
+    finish: Callable[[int, np.ndarray], np.ndarray] | None = None,
 ) -> list[dict]:
     """Second pass: write the restored video to `out_path` (atomically).
 
     Returns one record per written frame: whether the face was detected / pasted, and for
     identity models the confidence numbers and the paste strength used. `timings`, if given,
     accumulates seconds per stage: read (waiting for decoded frames), crop, model, paste,
-    write (waiting for the encoder).
+    write (waiting for the encoder). `finish(i, frame) -> frame`, if given, runs on every
+    frame after the paste (the seam blend; its time counts as "seam").
     """
     timings = timings if timings is not None else {}
     batch_size = batch_size or default_batch_size(model)
@@ -376,6 +379,10 @@ def render(
 
         def flush() -> None:
             out, recs = process_batch(frames, geo, model, cfg, size, baseline, timings)
+            if finish is not None:
+                t = time.perf_counter()
+                out = [finish(len(records) + j, f) for j, f in enumerate(out)]
+                timings["seam"] = timings.get("seam", 0.0) + time.perf_counter() - t
             t = time.perf_counter()
             for frame in out:
                 writer.write(frame)
@@ -443,9 +450,10 @@ def restore_video(
         )
     if info.vfr:
         warnings.append(f"{in_path}: variable frame rate; written at a constant {info.fps} fps")
+    seam, finish = _seam_pass(info, analysis, cfg)
     t1 = time.perf_counter()
     stages: dict[str, float] = {}
-    records = render(info, analysis, out_path, model, cfg, batch_size, progress, stages)
+    records = render(info, analysis, out_path, model, cfg, batch_size, progress, stages, finish)
     t2 = time.perf_counter()
     frames = len(records)
     confidence = summarize_confidence(records)
@@ -466,8 +474,36 @@ def restore_video(
         seconds={"analyze": t1 - t0, **stages, "render": t2 - t1, "total": t2 - t0},
         warnings=warnings,
         confidence=confidence,
+        seam=seam.to_dict() if seam is not None else {},
         per_frame=records,
     )
+
+
+def _seam_pass(
+    info: VideoInfo, analysis: FaceAnalysis, cfg: PipelineConfig
+) -> tuple[Any, Callable[[int, np.ndarray], np.ndarray] | None]:
+    """Find the generator's box (cfg.paste.seam == "auto") and the per-frame blend for render.
+
+    Returns (SeamBox or None when off / no face, finish hook or None when nothing to blend).
+    """
+    if cfg.paste.seam == "off" or not analysis.has_face.any():
+        return None, None
+    from threpair import seams
+
+    found = seams.find_box(info, analysis.geometry, cfg)
+    if not found.found:
+        return found, None
+    boxes = found.frame_boxes(analysis.geometry, cfg.crop)
+    sizes = analysis.geometry[:, 2] / cfg.crop.margin
+    p = cfg.paste
+
+    def finish(i: int, frame: np.ndarray) -> np.ndarray:
+        if i >= len(boxes) or np.isnan(boxes[i, 0]):
+            return frame
+        band = p.seam_band * float(sizes[i])
+        return seams.blend_seam(frame, boxes[i], found.edges, band, p.seam_method)
+
+    return found, finish
 
 
 def summarize_confidence(records: list[dict]) -> dict[str, float]:
