@@ -415,6 +415,8 @@ def render(
     for i, r in enumerate(records):
         r["frame"] = i
         r["detected"] = bool(i < analysis.n_frames and analysis.detected[i])
+        if r["face"]:  # the crop geometry used (cx, cy, side, angle): for reports
+            r["geometry"] = [round(float(v), 3) for v in analysis.geometry[i]]
     return records
 
 
@@ -471,7 +473,13 @@ def restore_video(
         fps=str(info.fps),
         width=info.width,
         height=info.height,
-        seconds={"analyze": t1 - t0, **stages, "render": t2 - t1, "total": t2 - t0},
+        seconds={
+            "analyze": t1 - t0 - (seam.seconds if seam is not None else 0.0),
+            **({"seam_find": seam.seconds} if seam is not None else {}),
+            **stages,
+            "render": t2 - t1,
+            "total": t2 - t0,
+        },
         warnings=warnings,
         confidence=confidence,
         seam=seam.to_dict() if seam is not None else {},
