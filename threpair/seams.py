@@ -30,6 +30,7 @@ works whatever the engine did (also with `--model passthrough`):
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -38,6 +39,7 @@ import numpy as np
 
 from threpair.config import CropConfig, PipelineConfig
 from threpair.detect import detection_size
+from threpair.geometry import crop_matrix, landmark_mask
 from threpair.video import VideoInfo, read_frames
 
 EDGES = ("left", "top", "right", "bottom")
@@ -46,9 +48,11 @@ SeamMethod = Literal["gradient", "feather", "both"]
 # Scan grid: face-normalised window u, v in [-SPAN, SPAN] face boxes, RES grid pixels per box.
 SPAN = 1.0
 RES = 96
-# Where each edge is searched (face-box units from the face box centre; a generator box is
-# at least the face box: Wav2Lip pads the detector's box) and the stretch of the
-# perpendicular axis whose steps are scored. Sign: +1 where the inside comes first.
+# Where each edge is searched (face-box units from the face box centre) and the stretch of
+# the perpendicular axis whose steps are scored. Sign: +1 where the inside comes first.
+# Sides closer than 0.42 are not searched: there the face's own contour (skin against
+# background, the same texture step) dominates; Wav2Lip's box on kim_wav2lip_8s has its sides
+# at about +-0.3, on that contour, where its seam is hardly visible anyway.
 SEARCH = {
     "left": (-0.95, -0.42, -1),
     "right": (0.42, 0.95, 1),
@@ -56,6 +60,8 @@ SEARCH = {
     "bottom": (0.4, 0.95, 1),
 }
 ALONG = {"vertical": (-0.2, 0.4), "horizontal": (-0.4, 0.4)}
+# Steps (grey levels, any channel) corrected in full / not at all (see _capped).
+STEP_FULL, STEP_ZERO = 10.0, 25.0
 
 
 @dataclass
@@ -295,6 +301,14 @@ def blend_seam(
     return out
 
 
+def _capped(d: np.ndarray, full: float = STEP_FULL, zero: float = STEP_ZERO) -> np.ndarray:
+    """The step correction, faded out where the step is large: a generator's colour mismatch
+    is a few grey levels, while a big step along the box edge is a real contour (a hairline,
+    a collar) that happens to lie there: correcting it would smear it into the face."""
+    mag = np.abs(d).max(axis=1, keepdims=True)
+    return d * np.clip((zero - mag) / (zero - full), 0.0, 1.0)
+
+
 def _correct_step(roi: np.ndarray, box: np.ndarray, edge: str, band: int, depth: int = 3) -> None:
     """Add the smoothed step across `edge` to the inside of the box, fading over `band`."""
     h, w = roi.shape[:2]
@@ -307,7 +321,7 @@ def _correct_step(roi: np.ndarray, box: np.ndarray, edge: str, band: int, depth:
             return
         above = roi[e - depth : e, a:b_].mean(0)
         below = roi[e : e + depth, a:b_].mean(0)
-        d = _smooth1d(above - below if edge == "top" else below - above, band / 4)
+        d = _capped(_smooth1d(above - below if edge == "top" else below - above, band / 4))
         if edge == "top":
             n = min(band, y1 - e, h - e)
             roi[e : e + n, a:b_] += ramp[:n, None, None] * d[None]
@@ -321,7 +335,7 @@ def _correct_step(roi: np.ndarray, box: np.ndarray, edge: str, band: int, depth:
             return
         left = roi[a:b_, e - depth : e].mean(1)
         right = roi[a:b_, e : e + depth].mean(1)
-        d = _smooth1d(left - right if edge == "left" else right - left, band / 4)
+        d = _capped(_smooth1d(left - right if edge == "left" else right - left, band / 4))
         if edge == "left":
             n = min(band, x1 - e, w - e)
             roi[a:b_, e : e + n] += ramp[None, :n, None] * d[:, None]
@@ -353,3 +367,29 @@ def _feather_lines(roi: np.ndarray, box: np.ndarray, edges: tuple[str, ...], hal
             weight[a:b, cols[ok]] = np.maximum(weight[a:b, cols[ok]], tent[None, ok])
     blurred = cv2.GaussianBlur(roi, (0, 0), sigmaX=max(half / 2, 0.8))
     roi += weight[..., None] * (blurred - roi)
+
+
+def mask_builder(
+    landmarks: np.ndarray | None, boxes: np.ndarray | None, cfg: PipelineConfig
+) -> Callable[[int, np.ndarray, int], np.ndarray | None] | None:
+    """The per-frame paste mask for render: frame i's (N, 10) `landmarks` (frame pixels) and
+    its generator box (`boxes`, (N, 4) frame pixels, or None) mapped into the crop of
+    geometry g, drawn by geometry.landmark_mask. Returns None for frames without landmarks
+    (the pipeline then uses the fixed region_mask), and None overall when there are none."""
+    if landmarks is None or np.isnan(landmarks[:, 0]).all():
+        return None
+    p = cfg.paste
+
+    def build(i: int, g: np.ndarray, size: int) -> np.ndarray | None:
+        if i >= len(landmarks) or np.isnan(landmarks[i, 0]):
+            return None
+        mat = crop_matrix(g, size)
+        pts = landmarks[i].reshape(5, 2) @ mat[:, :2].T + mat[:, 2]
+        box = None
+        if boxes is not None and i < len(boxes) and not np.isnan(boxes[i, 0]):
+            x0, y0, x1, y1 = boxes[i]
+            corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+            box = corners @ mat[:, :2].T + mat[:, 2]
+        return landmark_mask(size, p.region, pts, p.feather, box)
+
+    return build
