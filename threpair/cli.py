@@ -210,7 +210,8 @@ def restore(
         str, typer.Option(help="Generator box seam: auto (find it and blend across) or off.")
     ] = "auto",
     seam_method: Annotated[
-        str, typer.Option(help="Seam blend: both, gradient (step correction) or feather.")
+        str,
+        typer.Option(help="Seam blend: both (gradient + ramp), gradient, ramp or feather."),
     ] = "both",
     overwrite: Annotated[
         bool, typer.Option(help="Folder output: redo files whose output already exists.")
@@ -251,8 +252,8 @@ def restore(
             raise InputError(f"--batch-size {batch_size}: give at least 1")
         if seam not in ("auto", "off"):
             raise InputError(f"--seam {seam}: use auto or off")
-        if seam_method not in ("both", "gradient", "feather"):
-            raise InputError(f"--seam-method {seam_method}: use both, gradient or feather")
+        if seam_method not in ("both", "gradient", "ramp", "feather"):
+            raise InputError(f"--seam-method {seam_method}: use both, gradient, ramp or feather")
         single = is_single_file(inputs, output)
         if html is not None:
             check_html_target(html, single)

@@ -96,7 +96,7 @@ class PasteConfig:
     mode: Literal["replace", "residual"] = "residual"
     mask: Literal["landmarks", "fixed"] = "landmarks"
     seam: Literal["auto", "off"] = "auto"
-    seam_method: Literal["gradient", "feather", "both"] = "both"
+    seam_method: Literal["gradient", "feather", "ramp", "both"] = "both"
     seam_band: float = 0.12
 
 

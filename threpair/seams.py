@@ -22,9 +22,13 @@ works whatever the engine did (also with `--model passthrough`):
   the brightness/colour jump becomes a gentle ramp inside the generated region, and the real
   pixels outside stay untouched (a one-sided membrane, the gradient-domain idea without a
   global solve).
-- "feather": a narrow cross-fade with a blurred copy over the edge line, which removes what
-  a step correction leaves of the line (the change of texture).
-- "both" (default): gradient, then feather. bench/seams.py measures all three.
+- "ramp": outside the box, a sharpness ramp: the real pixels next to the edge are mixed with
+  a copy blurred like the generator's render, fully at the edge and fading out over `band`,
+  so the jump from the blurry inside to the sharp outside (the seam a 96-px render leaves
+  even with perfect colours) becomes gradual, as a feathered paste would have made it.
+- "feather": a narrow cross-fade with a blurred copy over the edge line (measured: it
+  lowers the brightness step but makes the sharpness jump worse, see bench/seams.py).
+- "both" (default): gradient, then ramp.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from threpair.geometry import crop_matrix, landmark_mask
 from threpair.video import VideoInfo, read_frames
 
 EDGES = ("left", "top", "right", "bottom")
-SeamMethod = Literal["gradient", "feather", "both"]
+SeamMethod = Literal["gradient", "feather", "ramp", "both"]
 
 # Scan grid: face-normalised window u, v in [-SPAN, SPAN] face boxes, RES grid pixels per box.
 SPAN = 1.0
@@ -227,15 +231,30 @@ def _edge_strips(
 
 
 def edge_strength(
-    frame: np.ndarray, box: np.ndarray, edges: tuple[str, ...] = EDGES, depth: int = 4,
-    group: int = 8, search: int = 3,
-) -> dict[str, float]:  # fmt: skip
-    """The seam figure of one frame: per edge, the step across it in grey levels (BT.601
-    luma): mean over `group`-pixel stretches along the edge of |mean of `depth` pixels
-    outside - mean of `depth` pixels inside|, taking the largest over edge positions within
-    +-`search` pixels of the box (boxes are estimates). "mean": over the edges measured.
-    A frame with no seam scores what its texture scores beside any line (a few levels)."""
-    lum = (frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+    frame: np.ndarray,
+    box: np.ndarray,
+    edges: tuple[str, ...] = EDGES,
+    depth: int = 4,
+    group: int = 8,
+    search: int = 3,
+    figure: Literal["step", "detail"] = "step",
+) -> dict[str, float]:
+    """The seam figure of one frame along the box border, per edge and their "mean".
+
+    "step": the brightness jump, in grey levels of BT.601 luma: mean over `group`-pixel
+    stretches along the edge of |mean of `depth` pixels outside - mean of `depth` inside|.
+    "detail": the sharpness jump, in octaves: the same with log2 of the local detail
+    (|luma - Gaussian blur, sigma 1|) instead of luma; a generator's upscaled render has
+    less detail than the real pixels beside it.
+    Each takes the largest value within +-`search` pixels of the box edge (boxes are
+    estimates). Real content crossing the edge scores too, so compare a value with the same
+    figure on seam-free footage along the same box (the floor), not with zero.
+    """
+    lum = frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    if figure == "detail":
+        detail = np.abs(lum - cv2.GaussianBlur(lum, (0, 0), 1.0))
+        lum = np.log2(cv2.blur(detail, (3, 3)) + 0.25)
+    lum = lum[..., None]
     res: dict[str, float] = {}
     for edge in edges:
         best = None
@@ -272,12 +291,16 @@ def blend_seam(
     band: float,
     method: SeamMethod = "both",
     feather: float | None = None,
+    sigma: float | None = None,
 ) -> np.ndarray:
     """Remove the seam along the given `edges` of `box` (x0, y0, x1, y1 frame pixels).
 
-    `band`: pixels inside the box over which the step correction fades out; `feather`: half
-    width of the cross-fade over the edge line (default band / 6). Returns a new uint8 frame;
-    pixels farther than `band` inside or `feather` outside the box border are bit-identical.
+    `band`: pixels over which the step correction fades out inside the box and the detail
+    ramp outside it; `feather`: half width of the "feather" cross-fade over the edge line
+    (default band / 6); `sigma`: the blur of the generator's render for the "ramp" (default
+    band / 24: half a pixel of a 96-px render of the face box at the default band of 0.12
+    face boxes). Returns a new uint8 frame; pixels farther than `band` from the box border
+    (`feather` outside it for "feather") are bit-identical.
     """
     h, w = frame.shape[:2]
     if not np.all(np.isfinite(box)) or not edges:
@@ -286,7 +309,9 @@ def blend_seam(
     # Limit the work to the box plus a margin, clipped to the frame.
     b = int(max(2, round(band)))
     f = int(max(1, round(feather if feather is not None else band / 6)))
-    X0, Y0, X1, Y1 = max(0, x0 - f - 2), max(0, y0 - f - 2), min(w, x1 + f + 2), min(h, y1 + f + 2)
+    out_w = b if method in ("ramp", "both") else f
+    X0, Y0 = max(0, x0 - out_w - 2), max(0, y0 - out_w - 2)
+    X1, Y1 = min(w, x1 + out_w + 2), min(h, y1 + out_w + 2)
     if X1 - X0 < 4 or Y1 - Y0 < 4:
         return frame
     roi = frame[Y0:Y1, X0:X1].astype(np.float32)
@@ -294,8 +319,10 @@ def blend_seam(
     if method in ("gradient", "both"):
         for edge in edges:
             _correct_step(roi, bx, edge, b)
-    if method in ("feather", "both"):
+    if method == "feather":
         _feather_lines(roi, bx, edges, f)
+    if method in ("ramp", "both"):
+        _ramp_detail(roi, bx, edges, b, sigma if sigma is not None else band / 24)
     out = frame.copy()
     out[Y0:Y1, X0:X1] = np.clip(roi + 0.5, 0, 255).astype(np.uint8)
     return out
@@ -393,3 +420,32 @@ def mask_builder(
         return landmark_mask(size, p.region, pts, p.feather, box)
 
     return build
+
+
+def _ramp_detail(
+    roi: np.ndarray, box: np.ndarray, edges: tuple[str, ...], band: int, sigma: float
+) -> None:
+    """Outside the box, along each edge: fade from the generator's sharpness at the edge to
+    the frame's own over `band` pixels (mix with a copy blurred by `sigma`, weight 1 at the
+    edge falling linearly to 0), so the change from the generated inside to the real outside
+    is a gradual ramp instead of a line. What a feathered paste of the generator's output
+    would have given; the inside is left as it is."""
+    h, w = roi.shape[:2]
+    x0, y0, x1, y1 = (int(v) for v in box)
+    yy = np.arange(h, dtype=np.float32)[:, None]
+    xx = np.arange(w, dtype=np.float32)[None, :]
+    weight = np.zeros((h, w), np.float32)
+    along_x = (xx >= x0) & (xx < x1)
+    along_y = (yy >= y0) & (yy < y1)
+    ramp = {
+        "top": np.where(along_x & (yy < y0), 1 - (y0 - 0.5 - yy) / band, 0),
+        "bottom": np.where(along_x & (yy >= y1), 1 - (yy + 0.5 - y1) / band, 0),
+        "left": np.where(along_y & (xx < x0), 1 - (x0 - 0.5 - xx) / band, 0),
+        "right": np.where(along_y & (xx >= x1), 1 - (xx + 0.5 - x1) / band, 0),
+    }
+    for edge in edges:
+        weight = np.maximum(weight, np.clip(ramp[edge], 0, 1).astype(np.float32))
+    if not weight.any():
+        return
+    blurred = cv2.GaussianBlur(roi, (0, 0), sigmaX=max(sigma, 0.5))
+    roi += weight[..., None] * (blurred - roi)
