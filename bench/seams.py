@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import RESULTS, clip_path, write_results  # noqa: E402
 from threpair import seams  # noqa: E402
-from threpair.config import EncodeConfig, PipelineConfig  # noqa: E402
+from threpair.config import EncodeConfig, PasteConfig, PipelineConfig  # noqa: E402
 from threpair.evaluate import degrade_video  # noqa: E402
 from threpair.restore import Passthrough, analyze_faces, restore_video  # noqa: E402
 from threpair.video import VideoWriter, probe, read_frames  # noqa: E402
@@ -110,10 +110,13 @@ def edge_crop(frame: np.ndarray, box: np.ndarray, edge: str) -> np.ndarray:
     return cv2.resize(np.ascontiguousarray(win), (360, 180), interpolation=cv2.INTER_AREA)
 
 
-def restored_strength(path: Path, boxes: np.ndarray, edges: tuple[str, ...], tmp: Path) -> dict:
-    """Both figures on the output of restore_video(..., Passthrough()), default settings."""
-    out = tmp / f"{path.stem}_restored.mp4"
-    restore_video(path, out, Passthrough(), PipelineConfig())
+def restored_strength(
+    path: Path, boxes: np.ndarray, edges: tuple[str, ...], tmp: Path, seam: str = "auto"
+) -> dict:
+    """Both figures on the output of restore_video(..., Passthrough()), default settings
+    but `seam` (the encoder changes fine detail too: compare "auto" with "off")."""
+    out = tmp / f"{path.stem}_restored_{seam}.mp4"
+    restore_video(path, out, Passthrough(), PipelineConfig(paste=PasteConfig(seam=seam)))
     vals: dict[str, list[float]] = {fig: [] for fig in FIGURES}
     for i, f in enumerate(read_frames(probe(out))):
         if i % 3 or i >= len(boxes) or np.isnan(boxes[i, 0]):
@@ -173,15 +176,17 @@ def main() -> None:
                 continue
             shot = int(info.frame_count // 2 // 3 * 3)
             strength, pics = measure(path, boxes, edges, band, shot=shot, real=known_from)
-            restored = None
+            restored = restored_off = None
             if "degraded" in label or "Wav2Lip" in label:
                 restored = restored_strength(path, boxes, edges, tmp)
+                restored_off = restored_strength(path, boxes, edges, tmp, "off")
             sheets.append((label, pics))
             for fig in FIGURES:
                 row = {**base, "figure": fig}
                 row.update({m: strength[(fig, m)] for m in ("none", *METHODS)})
-                if restored is not None:
+                if restored is not None and restored_off is not None:
                     row["restore"] = restored[fig]
+                    row["restore --seam off"] = restored_off[fig]
                 if (fig, "real") in strength:
                     row["real (floor)"] = strength[(fig, "real")]
                 row["mean |change| both"] = strength[("change", "both")]
@@ -190,7 +195,8 @@ def main() -> None:
     if sheets:
         write_sheet(sheets, RESULTS / "seams_sheet.png")
     cols = ["clip", "found", "edges found", "found - known (face boxes)", "scores", "measured on"]
-    cols += ["figure", "none", *METHODS, "restore", "real (floor)", "mean |change| both"]
+    cols += ["figure", "none", *METHODS, "restore --seam off", "restore", "real (floor)"]
+    cols += ["mean |change| both"]
     write_results(
         "seams", rows, cols,
         f"Generator box seams, first {args.seconds:g} s of each clip. Figures "
@@ -198,7 +204,8 @@ def main() -> None:
         "luma jump across the box edge in grey levels, 'detail' = sharpness jump in octaves "
         "(log2 of local detail outside vs inside). Columns: none = input; gradient / feather / "
         "ramp / both = seams.blend_seam on the same frames (both = gradient + ramp, the "
-        "default); restore = restore_video with --model passthrough, default settings; real "
+        "default); restore = restore_video with --model passthrough, default settings (encoded, "
+        "so compare it with restore --seam off, not with none); real "
         "(floor) = the seam-free real clip along the same box (what content alone scores); "
         "mean |change| = mean absolute pixel change of 'both' over the whole frame. scores: "
         "find_box peak per edge (l/t/r/b) in median-absolute units, threshold 2.5. "

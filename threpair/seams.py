@@ -422,50 +422,65 @@ def mask_builder(
     return build
 
 
+def _detail(x: np.ndarray) -> float:
+    """Mean fine detail of a float (H, W, 3) patch: |luma - its blur (sigma 1)|."""
+    lum = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    if min(lum.shape) < 3:
+        return 0.0
+    return float(np.abs(lum - cv2.GaussianBlur(lum, (0, 0), 1.0)).mean()) + 1e-3
+
+
 def _ramp_detail(
     roi: np.ndarray, box: np.ndarray, edges: tuple[str, ...], band: int, sigma: float
 ) -> None:
     """Outside the box, along each edge: fade from the generator's sharpness at the edge to
-    the frame's own over `band` pixels (mix with a copy blurred by `sigma`, weight 1 at the
-    edge falling linearly to 0), so the change from the generated inside to the real outside
-    is a gradual ramp instead of a line. What a feathered paste of the generator's output
-    would have given; the inside is left as it is. Works on the strips only (speed)."""
+    the frame's own over `band` pixels (mix with a blurred copy, weight 1 at the edge falling
+    linearly to 0), so the change from the generated inside to the real outside is a
+    gradual ramp instead of a line: what a feathered paste of the generator's output would
+    have given. The blur is chosen per edge among `sigma` x (0.5 ... 3) as the one whose
+    detail next to the edge comes closest to the inside's; where the outside is no sharper
+    than the inside (no sharpness seam, e.g. a real contour), nothing is done. The inside is
+    left as it is. Works on strips along the edges only (speed)."""
     h, w = roi.shape[:2]
     x0, y0, x1, y1 = (int(v) for v in box)
-    sigma = max(sigma, 0.5)
-    pad = int(np.ceil(3 * sigma)) + 1
+    sigmas = [max(0.5, sigma * f) for f in (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)]
+    pad = int(np.ceil(3 * sigmas[-1])) + 1
+    depth = max(4, band // 6)
     t = (np.arange(band, dtype=np.float32) + 0.5) / band
     ramp = np.clip(1 - t, 0, 1)  # index 0: the pixel next to the edge
     for edge in edges:
+        # work in a view turned so that the edge is horizontal with the outside on top
         if edge in ("top", "bottom"):
             a, b = max(0, x0), min(w, x1)
-            if edge == "top":
-                r0, r1 = max(0, y0 - band), max(0, y0)
-                wgt = ramp[: r1 - r0][::-1]
-            else:
-                r0, r1 = min(h, y1), min(h, y1 + band)
-                wgt = ramp[: r1 - r0]
-            if r1 <= r0 or b <= a:
-                continue
-            s0, s1 = max(0, r0 - pad), min(h, r1 + pad)
-            c0, c1 = max(0, a - pad), min(w, b + pad)
-            blur = cv2.GaussianBlur(roi[s0:s1, c0:c1], (0, 0), sigmaX=sigma)
-            blur = blur[r0 - s0 : r1 - s0, a - c0 : b - c0]
-            part = roi[r0:r1, a:b]
-            part += wgt[:, None, None] * (blur - part)
+            view = roi if edge == "top" else roi[::-1]
+            e = y0 if edge == "top" else h - y1
+            view = view[:, a:b] if b > a else None
+            lo, hi = max(0, a - pad), min(w, b + pad)
+            wide = (roi if edge == "top" else roi[::-1])[:, lo:hi]
+            cut = (a - lo, a - lo + (b - a))
         else:
             a, b = max(0, y0), min(h, y1)
-            if edge == "left":
-                c0_, c1_ = max(0, x0 - band), max(0, x0)
-                wgt = ramp[: c1_ - c0_][::-1]
-            else:
-                c0_, c1_ = min(w, x1), min(w, x1 + band)
-                wgt = ramp[: c1_ - c0_]
-            if c1_ <= c0_ or b <= a:
-                continue
-            s0, s1 = max(0, a - pad), min(h, b + pad)
-            c0, c1 = max(0, c0_ - pad), min(w, c1_ + pad)
-            blur = cv2.GaussianBlur(roi[s0:s1, c0:c1], (0, 0), sigmaX=sigma)
-            blur = blur[a - s0 : b - s0, c0_ - c0 : c1_ - c0]
-            part = roi[a:b, c0_:c1_]
-            part += wgt[None, :, None] * (blur - part)
+            t_roi = roi.transpose(1, 0, 2)
+            view = t_roi if edge == "left" else t_roi[::-1]
+            e = x0 if edge == "left" else w - x1
+            view = view[:, a:b] if b > a else None
+            lo, hi = max(0, a - pad), min(h, b + pad)
+            wide = (t_roi if edge == "left" else t_roi[::-1])[:, lo:hi]
+            cut = (a - lo, a - lo + (b - a))
+        n = min(band, e)
+        if view is None or n < 2 or e + depth > view.shape[0]:
+            continue
+        inside = _detail(view[e : e + depth])
+        r0 = max(0, e - n - pad)
+        src = np.ascontiguousarray(wide[r0:e])
+        best, best_err = None, abs(np.log(_detail(view[e - depth : e]) / inside))
+        for sg in sigmas:
+            blur = cv2.GaussianBlur(src, (0, 0), sigmaX=sg)[:, cut[0] : cut[1]]
+            err = abs(np.log(_detail(blur[-depth:]) / inside))
+            if err < best_err:
+                best, best_err = blur, err
+        if best is None:  # the outside is no sharper than the inside: no sharpness seam
+            continue
+        part = view[e - n : e]
+        wgt = ramp[:n][::-1]
+        part += wgt[:, None, None] * (best[-n:] - part)
