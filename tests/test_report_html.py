@@ -103,3 +103,22 @@ def test_report_plays_in_chromium(clip, tmp_path):
         assert b.errors == [], b.errors
     w, h = _png_size(shot)
     assert w >= 800 and h >= 800
+
+
+def test_folder_run_writes_a_page_per_video_and_an_index(tmp_path):
+    from tests.conftest import make_clip
+
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    make_clip(src / "a.mp4", 12)
+    make_clip(src / "sub" / "b.mp4", 12, seed=1)
+    reports = tmp_path / "reports"
+    res = CliRunner().invoke(
+        app, ["restore", str(src), str(tmp_path / "out"), "--html", str(reports), "-q"]
+    )
+    assert res.exit_code == 0, res.output
+    pages = sorted(p.name for p in reports.glob("*.html"))
+    assert pages == ["a.html", "index.html", "sub__b.html"]
+    index = (reports / "index.html").read_text()
+    assert 'href="a.html"' in index and 'href="sub__b.html"' in index
+    assert "b.mp4" in (reports / "sub__b.html").read_text()
