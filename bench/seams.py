@@ -1,6 +1,6 @@
 """Seam benchmark: is the generator's box found, and how strong is its border before/after.
 
-    python bench/seams.py [--seconds 3]     # -> bench/results/seams.{json,md}, seams_*.png
+    python bench/seams.py [--seconds 3]     # -> bench/results/seams.{json,md}, seams_sheet.jpg
 
 Clips (first `--seconds` of each):
 - anchor_de_20s and kim_source_7s made to look generated with the project's own degradation
@@ -193,7 +193,7 @@ def main() -> None:
                 rows.append(row)
                 print(row, flush=True)
     if sheets:
-        write_sheet(sheets, RESULTS / "seams_sheet.png")
+        write_sheet(sheets, RESULTS / "seams_sheet.jpg")
     cols = ["clip", "found", "edges found", "found - known (face boxes)", "scores", "measured on"]
     cols += ["figure", "none", *METHODS, "restore --seam off", "restore", "real (floor)"]
     cols += ["mean |change| both"]
@@ -238,7 +238,7 @@ def write_sheet(sheets: list[tuple[str, list]], path: Path) -> None:
             rows.append(np.vstack([head, row]))
     wmax = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 0), (0, wmax - r.shape[1]), (0, 0))) for r in rows]
-    cv2.imwrite(str(path), np.vstack(rows))
+    cv2.imwrite(str(path), np.vstack(rows), [cv2.IMWRITE_JPEG_QUALITY, 88])
 
 
 if __name__ == "__main__":
