@@ -33,7 +33,7 @@ def face_masks(analysis, cfg, size, w, h):
 
 
 def test_passthrough_keeps_frames_audio_and_pixels(tmp_path, clip):
-    cfg = PipelineConfig()
+    cfg = PipelineConfig(paste=PasteConfig(seam="off"))  # the plumbing: no seam blend
     out = tmp_path / "out.mp4"
     summary = restore_video(clip, out, cfg=cfg)
     assert summary.frames == 40 and summary.frames_with_face == 40 and not summary.warnings
@@ -44,7 +44,7 @@ def test_passthrough_keeps_frames_audio_and_pixels(tmp_path, clip):
     ref = reencode(clip, tmp_path / "ref.mp4", cfg.encode)
     values = [psnr(x, y) for x, y in zip(read_frames(b), read_frames(probe(ref)))]
     assert min(values) == np.inf  # residual paste of an identity model is exact
-    cfg = PipelineConfig(paste=PasteConfig(mode="replace"))
+    cfg = PipelineConfig(paste=PasteConfig(mode="replace", seam="off"))
     replaced = restore_video(clip, tmp_path / "replaced.mp4", cfg=cfg).output
     values = [psnr(x, y) for x, y in zip(read_frames(probe(replaced)), read_frames(probe(ref)))]
     assert min(values) > 35  # replace resamples the face through the crop: a small loss
@@ -53,7 +53,9 @@ def test_passthrough_keeps_frames_audio_and_pixels(tmp_path, clip):
 def test_only_masked_pixels_change(tmp_path, clip):
     """Losslessly encoded, the output equals the re-encode wherever the mask is zero."""
     lossless = EncodeConfig(crf=0, preset="ultrafast")
-    cfg = PipelineConfig(encode=lossless, paste=PasteConfig(mode="replace"))
+    # the fixed mask computed below is the one pasted through; no seam blend at a box border
+    paste_cfg = PasteConfig(mode="replace", seam="off", mask="fixed")
+    cfg = PipelineConfig(encode=lossless, paste=paste_cfg)
     out = restore_video(clip, tmp_path / "out.mp4", cfg=cfg).output
     ref = reencode(clip, tmp_path / "ref.mp4", lossless)
     info = probe(clip)

@@ -18,7 +18,8 @@ FAST = EncodeConfig(preset="veryfast")
 @pytest.mark.parametrize("name", REAL_CLIPS)
 def test_passthrough_roundtrip(tmp_path, name):
     src = real_clip(name)
-    cfg = PipelineConfig(encode=FAST)
+    # the plumbing round trip: no seam blend (tests/test_seams.py covers --seam auto)
+    cfg = PipelineConfig(encode=FAST, paste=PasteConfig(seam="off"))
     out = tmp_path / "out.mp4"
     summary = restore_video(src, out, cfg=cfg)
     a, b = probe(src), probe(out)
@@ -40,7 +41,7 @@ def test_passthrough_roundtrip(tmp_path, name):
 def test_replace_mode_roundtrip_margin(tmp_path):
     """Replace mode resamples the face through the 256-px crop: a stated, small loss."""
     src = real_clip("anchor_de_20s")
-    cfg = PipelineConfig(encode=FAST, paste=PasteConfig(mode="replace"))
+    cfg = PipelineConfig(encode=FAST, paste=PasteConfig(mode="replace", seam="off"))
     out = restore_video(src, tmp_path / "out.mp4", cfg=cfg).output
     ref = tmp_path / "ref.mp4"
     a = probe(src)

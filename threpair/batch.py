@@ -532,7 +532,8 @@ class RestoreProcess:
     run concurrently: each running file borrows a (model, detector) pair from a pool, because
     identity models keep per-sequence state (code hysteresis, last confidence stats).
     `stop` is checked on every progress tick; when set, the file stops with Cancelled and the
-    writer deletes its temp output.
+    writer deletes its temp output. `on_summary(job, summary)`, if given, gets each file's
+    RestoreSummary after it was written (an error there fails that file).
     """
 
     def __init__(
@@ -542,8 +543,11 @@ class RestoreProcess:
         batch_size: int | None = None,
         detector_factory: Callable[[], Any] | None = None,
         stop: threading.Event | None = None,
+        on_summary: Callable[[Job, Any], None] | None = None,
     ) -> None:
         from threpair.detect import make_detector
+
+        self.on_summary = on_summary
 
         self.cfg = cfg or PipelineConfig()
         self.batch_size = batch_size
@@ -583,6 +587,8 @@ class RestoreProcess:
             if isinstance(stats, list):
                 stats.clear()  # grows by one record per frame; a batch would accumulate it
             self._pool.put(pair)
+        if self.on_summary is not None:  # e.g. the HTML report page of this file
+            self.on_summary(job, summary)
         return summary_info(summary)
 
 

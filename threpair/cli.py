@@ -329,6 +329,20 @@ def restore(
     report: Annotated[
         Path | None, typer.Option(help="Write per-frame confidence, detection and timing JSON.")
     ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write an HTML report (videos side by side, plots, summary): a .html file "
+            "for one input, else a folder (one page per video plus index.html)."
+        ),
+    ] = None,
+    seam: Annotated[
+        str, typer.Option(help="Generator box seam: auto (find it and blend across) or off.")
+    ] = "auto",
+    seam_method: Annotated[
+        str,
+        typer.Option(help="Seam blend: both (gradient + ramp), gradient, ramp or feather."),
+    ] = "both",
     overwrite: Annotated[
         bool,
         typer.Option(
@@ -377,7 +391,13 @@ def restore(
             raise InputError(f"--detector {detector}: use retinaface or s3fd")
         if batch_size is not None and batch_size < 1:
             raise InputError(f"--batch-size {batch_size}: give at least 1")
+        if seam not in ("auto", "off"):
+            raise InputError(f"--seam {seam}: use auto or off")
+        if seam_method not in ("both", "gradient", "ramp", "feather"):
+            raise InputError(f"--seam-method {seam_method}: use both, gradient, ramp or feather")
         single = is_single_file(inputs, output)
+        if html is not None:
+            check_html_target(html, single)
         if single and (shard is not None or log is not None):
             raise InputError("--shard and --log need a folder output (OUT is a file name here)")
         if not single and report is not None:
@@ -408,7 +428,13 @@ def restore(
             ),
             track=TrackConfig(smooth_window=smooth),
             crop=getattr(face_model, "crop", None) or CropConfig(size=size, margin=margin),
-            paste=PasteConfig(region=region, color_match=color_match, mode=paste_mode),  # type: ignore[arg-type]
+            paste=PasteConfig(
+                region=region,
+                color_match=color_match,
+                mode=paste_mode,  # type: ignore[arg-type]
+                seam=seam,
+                seam_method=seam_method,  # type: ignore[arg-type]
+            ),  # fmt: skip
             encode=EncodeConfig(codec=codec.value, crf=crf, preset=preset.value),
             confidence=ConfidenceConfig(enabled=confidence_blend, min_strength=min_strength),
         )
@@ -427,7 +453,7 @@ def restore(
 
             restore_folder(
                 inputs, output, model_factory, cfg, batch_size, overwrite, shard, jobs, log,
-                quiet, json_out,
+                quiet, json_out, html, report_settings(model, cfg),
             )  # fmt: skip
             return
         from threpair.restore import restore_video
@@ -436,6 +462,11 @@ def restore(
             summary = restore_video(
                 inputs[0], output, face_model, cfg, batch_size=batch_size, progress=progress
             )
+        if html is not None:
+            from threpair.report_html import write_report
+
+            settings = {**report_settings(model, cfg), "engine": engine_line(summary.engine)[2:]}
+            write_report(summary, html, settings)
         if report is not None:
             try:
                 report.write_text(json.dumps(asdict(summary), indent=1))
@@ -467,12 +498,42 @@ def engine_line(record: dict) -> str:
     return line + (f", validated {gain['gain']:+.2f} dB" if gain else "")
 
 
+def check_html_target(html: Path, single: bool) -> None:
+    """--html: a .html file next to one output, a folder (existing or new) for a batch."""
+    if single:
+        if html.suffix.lower() not in (".html", ".htm"):
+            raise InputError(f"--html {html}: give a .html file name for one input")
+        if not html.resolve().parent.is_dir():
+            raise InputError(f"--html {html}: folder {html.resolve().parent} does not exist")
+    elif html.exists() and not html.is_dir():
+        raise InputError(f"--html {html}: for a folder run give a folder (one page per video)")
+
+
+def report_settings(model: str, cfg: PipelineConfig) -> dict[str, str]:
+    """What the HTML report shows as identity / engine / settings."""
+    p = cfg.paste
+    return {
+        "identity / model": model,
+        "crop": f"{cfg.crop.size} px, margin {cfg.crop.margin}",
+        "paste": f"region {p.region}, mode {p.mode}, feather {p.feather}, colour match "
+        f"{'on' if p.color_match else 'off'}",
+        "seam": f"{p.seam} ({p.seam_method}, band {p.seam_band} face boxes)",
+        "confidence blend": f"{'on' if cfg.confidence.enabled else 'off'}, min strength "
+        f"{cfg.confidence.min_strength}",
+        "detector": f"{cfg.detect.backend}, every {cfg.detect.every} frame(s), "
+        f"max side {cfg.detect.max_side}",
+        "encode": f"{cfg.encode.codec} crf {cfg.encode.crf} {cfg.encode.preset}",
+    }
+
+
 def restore_folder(
-    inputs, output, model_factory, cfg, batch_size, overwrite, shard, jobs, log, quiet, json_out
-) -> None:
+    inputs, output, model_factory, cfg, batch_size, overwrite, shard, jobs, log, quiet, json_out,
+    html=None, settings=None,
+) -> None:  # fmt: skip
     """The batch side of `restore`: plan, run, print a summary; exit 1 when a file failed.
 
     Called inside user_errors(): InputError -> exit 2, Ctrl-C/SIGTERM -> exit 130.
+    `html`: a folder for one report page per restored video plus index.html.
     """
     import threading
 
@@ -493,7 +554,21 @@ def restore_folder(
     if jobs > 1 and "torch" in sys.modules:  # N files at once: split the cores between them
         sys.modules["torch"].set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
     stop = threading.Event()
-    process = RestoreProcess(model_factory, cfg, batch_size, stop=stop)
+    pages: list = []
+    on_summary = None
+    if html is not None:
+        from threpair.report_html import write_report
+
+        html.mkdir(parents=True, exist_ok=True)
+        lock = threading.Lock()
+
+        def on_summary(job, summary) -> None:
+            page = html / (job.name.replace("/", "__").rsplit(".", 1)[0] + ".html")
+            write_report(summary, page, settings)
+            with lock:
+                pages.append((page, summary))
+
+    process = RestoreProcess(model_factory, cfg, batch_size, stop=stop, on_summary=on_summary)
     show = not quiet and not json_out
     todo = sum(j.status == "todo" for j in plan)
     if show:
@@ -526,6 +601,12 @@ def restore_folder(
             if show:
                 out.print(f"[yellow]stopped[/]: {e.result.summary()}", highlight=False)
             raise
+    if html is not None and pages:
+        from threpair.report_html import write_index
+
+        index = write_index(sorted(pages, key=lambda p: str(p[0])), html / "index.html")
+        if show:
+            out.print(f"[green]report[/] {index}", highlight=False)
     if json_out:
         print(json.dumps({**result.counts, "frames": result.frames, "seconds": result.seconds,
                           "failures": [r.record() for r in result.failures]}))  # fmt: skip

@@ -76,6 +76,67 @@ def region_mask(size: int, region: Region, crop: CropConfig, feather: float) -> 
     return soft
 
 
+def landmark_mask(
+    size: int,
+    region: Region,
+    points: np.ndarray,
+    feather: float,
+    box: np.ndarray | None = None,
+) -> np.ndarray:
+    """Soft float32 (size, size) mask in crop space drawn from this face's five landmarks.
+
+    `points`: (5, 2) landmarks in crop pixels, RetinaFace order (right eye, left eye, nose,
+    right and left mouth corner). The shapes follow the face instead of the crop: an ellipse
+    whose axes follow the eye-to-mouth direction, sized by the eye distance and the
+    eye-to-mouth distance (calibrated so that on frontal faces it matches region_mask's
+    fixed ellipse), cut below the nose for "lower", around the mouth corners for "mouth".
+    `box`: optional (4, 2) corners of the generator's box in crop pixels; for "face" and
+    "lower" the mask then also covers the box inside (feathered inwards, ~0 on its border,
+    where seams.blend_seam takes over), so the whole generated region is repaired.
+    Soft edges as in region_mask: eroded by `feather * size`, then blurred.
+    """
+    p = np.asarray(points, np.float64).reshape(5, 2)
+    eye, mouth = (p[0] + p[1]) / 2, (p[3] + p[4]) / 2
+    iod = float(np.linalg.norm(p[1] - p[0]))
+    em_vec = mouth - eye
+    em = max(float(np.linalg.norm(em_vec)), 1e-3)
+    down = em_vec / em
+    angle = float(np.degrees(np.arctan2(-down[0], down[1])))
+    if region == "mouth":
+        centre = mouth + 0.05 * em * down
+        axes = (0.5 * float(np.linalg.norm(p[4] - p[3])) + 0.55 * iod, 0.57 * em)
+    else:
+        centre = eye + 0.29 * em_vec
+        axes = (max(1.45 * iod, 1.1 * em), 1.6 * em)
+    scale = 16
+    hard = np.zeros((size, size), np.uint8)
+    cv2.ellipse(
+        hard,
+        (int(round(centre[0] * scale)), int(round(centre[1] * scale))),
+        (max(1, int(axes[0] * scale)), max(1, int(axes[1] * scale))),
+        angle, 0, 360, 255, -1, cv2.LINE_AA, shift=4,
+    )  # fmt: skip
+    k = max(1, int(round(feather * size)))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    below = None
+    if region == "lower":  # the half-plane below the nose, across the face's own axis
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+        side = (xx - p[2, 0]) * down[0] + (yy - p[2, 1]) * down[1]
+        below = side > -0.3 * em
+        hard[~below] = 0
+    eroded = cv2.erode(hard, kernel)
+    if box is not None and region != "mouth":
+        hb = np.zeros((size, size), np.uint8)
+        cv2.fillConvexPoly(hb, np.round(np.asarray(box) * scale).astype(np.int32), 255,
+                           cv2.LINE_AA, shift=4)  # fmt: skip
+        if below is not None:
+            hb[~below] = 0
+        eroded = np.maximum(eroded, cv2.erode(hb, kernel, iterations=2))
+    soft = cv2.GaussianBlur(eroded.astype(np.float32) / 255.0, (0, 0), sigmaX=max(k / 2, 0.5))
+    soft[:1], soft[-1:], soft[:, :1], soft[:, -1:] = 0, 0, 0, 0
+    return soft
+
+
 def match_color(out: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Shift/scale each channel of `out` so its mean/std under `mask` match `ref`'s.
 

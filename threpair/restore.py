@@ -29,7 +29,14 @@ from threpair import geometry_torch
 from threpair.config import PipelineConfig
 from threpair.detect import Detection, Detector, detection_size, make_detector
 from threpair.geometry import crop_matrix, paste, paste_roi, region_mask, warp_crop
-from threpair.track import crop_params, fill_gaps, link_tracks, select_identity, smooth_params
+from threpair.track import (
+    crop_params,
+    fill_gaps,
+    landmark_params,
+    link_tracks,
+    select_identity,
+    smooth_params,
+)
 from threpair.video import (
     VideoInfo,
     VideoWriter,
@@ -78,6 +85,9 @@ class FaceAnalysis:
     detect_runs: int  # frames the detector ran on
     faces_max: int  # most faces seen in one frame
     seconds: float
+    # (N, 10) five landmarks per frame in frame pixels, gap-filled and smoothed like
+    # `geometry` (NaN where none: no face, or a detector without landmarks); None: not kept
+    landmarks: np.ndarray | None = None
 
     @property
     def has_face(self) -> np.ndarray:
@@ -103,6 +113,7 @@ class RestoreSummary:
     warnings: list[str] = field(default_factory=list)
     confidence: dict[str, float] = field(default_factory=dict)
     engine: dict[str, Any] = field(default_factory=dict)
+    seam: dict[str, Any] = field(default_factory=dict)  # seams.SeamBox.to_dict(); {} = off
     per_frame: list[dict] = field(default_factory=list, repr=False)
 
     @property
@@ -188,6 +199,8 @@ def analyze_faces(
     raw = crop_params(target, n, cfg.crop)
     detected = ~np.isnan(raw[:, 0])
     geometry = smooth_params(fill_gaps(raw, cfg.track.max_gap), cfg.track.smooth_window)
+    lms = landmark_params(target, n)
+    landmarks = smooth_params(fill_gaps(lms, cfg.track.max_gap), cfg.track.smooth_window)
     return FaceAnalysis(
         n_frames=n,
         detected=detected,
@@ -196,6 +209,7 @@ def analyze_faces(
         detect_runs=sum(1 for f in per_frame if f is not None),
         faces_max=faces_max,
         seconds=time.perf_counter() - t0,
+        landmarks=landmarks,
     )
 
 
@@ -229,11 +243,14 @@ def process_batch(
     size: int,
     baseline: float = 0.0,
     timings: dict[str, float] | None = None,
+    masks: list[np.ndarray | None] | None = None,
 ) -> tuple[list[np.ndarray], list[dict]]:
     """Crop -> model -> paste for consecutive frames; frames without geometry pass through.
 
     Returns the frames and one report record per frame (face found, confidence, strength).
-    `timings`, if given, accumulates seconds per stage (crop, model, paste).
+    `timings`, if given, accumulates seconds per stage (crop, model, paste). `masks`, if
+    given: one crop-space paste mask per frame (None: the fixed region_mask), e.g. the
+    landmark masks of seams.mask_builder.
     """
     timings = timings if timings is not None else {}
     idx = [i for i, g in enumerate(geometry) if g is not None]
@@ -241,7 +258,10 @@ def process_batch(
     if not idx:
         return frames, records
     mats = [crop_matrix(geometry[i], size) for i in idx]  # type: ignore[arg-type]
-    mask = region_mask(size, cfg.paste.region, cfg.crop, cfg.paste.feather)
+    fixed = region_mask(size, cfg.paste.region, cfg.crop, cfg.paste.feather)
+    mask: np.ndarray | list[np.ndarray] = fixed
+    if masks is not None:
+        mask = [fixed if masks[i] is None else masks[i] for i in idx]  # type: ignore[misc]
     chosen = [frames[i] for i in idx]
     rois = None
     if uses_torch_warp(model, cfg):
@@ -270,6 +290,11 @@ def _strength(stats: Any, baseline: float, cfg: PipelineConfig) -> dict:
     return {**asdict(stats), "strength": cfg.confidence.strength(stats.outside, baseline)}
 
 
+def _pick(mask: np.ndarray | list[np.ndarray], j: int) -> np.ndarray:
+    """The mask of crop j: one for the batch, or one per crop."""
+    return mask[j] if isinstance(mask, list) else mask
+
+
 def _add_times(timings: dict[str, float], *marks: float) -> None:
     for key, t0, t1 in zip(("crop", "model", "paste"), marks, marks[1:]):
         timings[key] = timings.get(key, 0.0) + t1 - t0
@@ -279,7 +304,7 @@ def _crop_model_paste(
     frames: list[np.ndarray],
     mats: list[np.ndarray],
     model: FaceModel,
-    mask: np.ndarray,
+    mask: np.ndarray | list[np.ndarray],
     size: int,
     baseline: float,
     cfg: PipelineConfig,
@@ -294,7 +319,7 @@ def _crop_model_paste(
     stats = getattr(model, "last_stats", None) or [None] * len(frames)
     records = [_strength(s, baseline, cfg) for s in stats]
     pasted = [
-        paste(f, outs[j], crops[j], m, mask, cfg.paste, records[j]["strength"])
+        paste(f, outs[j], crops[j], m, _pick(mask, j), cfg.paste, records[j]["strength"])
         for j, (f, m) in enumerate(zip(frames, mats))
     ]
     _add_times(timings, t0, t1, t2, time.perf_counter())
@@ -312,7 +337,7 @@ def _device_crop_model_paste(
     mats: list[np.ndarray],
     rois: list[tuple[int, int, int, int]],
     model: FaceModel,
-    mask: np.ndarray,
+    mask: np.ndarray | list[np.ndarray],
     size: int,
     baseline: float,
     cfg: PipelineConfig,
@@ -341,9 +366,10 @@ def _device_crop_model_paste(
         t2 = time.perf_counter()
         stats = getattr(model, "last_stats", None) or [None] * len(frames)
         records = [_strength(s, baseline, cfg) for s in stats]
-        mask_t = torch.tensor(mask, device=dev)
+        shared = None if isinstance(mask, list) else torch.tensor(mask, device=dev)
         pasted = []
         for j, (f, m, (x0, y0, x1, y1)) in enumerate(zip(frames, mats, rois)):
+            mask_t = shared if shared is not None else torch.tensor(_pick(mask, j), device=dev)
             new = geometry_torch.paste(
                 rects[j], outs[j], crops[j], m, x0, y0, mask_t, cfg.paste, records[j]["strength"]
             )
@@ -363,13 +389,17 @@ def render(
     batch_size: int | None = None,
     progress: ProgressFn | None = None,
     timings: dict[str, float] | None = None,
+    finish: Callable[[int, np.ndarray], np.ndarray] | None = None,
+    mask_fn: Callable[[int, np.ndarray, int], np.ndarray | None] | None = None,
 ) -> list[dict]:
     """Second pass: write the restored video to `out_path` (atomically).
 
     Returns one record per written frame: whether the face was detected / pasted, and for
     identity models the confidence numbers and the paste strength used. `timings`, if given,
     accumulates seconds per stage: read (waiting for decoded frames), crop, model, paste,
-    write (waiting for the encoder).
+    write (waiting for the encoder). `finish(i, frame) -> frame`, if given, runs on every
+    frame after the paste (the seam blend; its time counts as "seam"). `mask_fn(i, geometry,
+    size) -> mask or None`, if given, builds frame i's crop-space paste mask ("mask" time).
     """
     timings = timings if timings is not None else {}
     batch_size = batch_size or default_batch_size(model)
@@ -385,7 +415,17 @@ def render(
         geo: list[np.ndarray | None] = []
 
         def flush() -> None:
-            out, recs = process_batch(frames, geo, model, cfg, size, baseline, timings)
+            masks = None
+            if mask_fn is not None:
+                t = time.perf_counter()
+                i0 = len(records)
+                masks = [None if g is None else mask_fn(i0 + j, g, size) for j, g in enumerate(geo)]
+                timings["mask"] = timings.get("mask", 0.0) + time.perf_counter() - t
+            out, recs = process_batch(frames, geo, model, cfg, size, baseline, timings, masks)
+            if finish is not None:
+                t = time.perf_counter()
+                out = [finish(len(records) + j, f) for j, f in enumerate(out)]
+                timings["seam"] = timings.get("seam", 0.0) + time.perf_counter() - t
             t = time.perf_counter()
             for frame in out:
                 writer.write(frame)
@@ -418,6 +458,8 @@ def render(
     for i, r in enumerate(records):
         r["frame"] = i
         r["detected"] = bool(i < analysis.n_frames and analysis.detected[i])
+        if r["face"]:  # the crop geometry used (cx, cy, side, angle): for reports
+            r["geometry"] = [round(float(v), 3) for v in analysis.geometry[i]]
     return records
 
 
@@ -519,9 +561,17 @@ def restore_video(
         )
     if info.vfr:
         warnings.append(f"{in_path}: variable frame rate; written at a constant {info.fps} fps")
+    seam, finish, boxes = _seam_pass(info, analysis, cfg)
+    mask_fn = None
+    if cfg.paste.mask == "landmarks":
+        from threpair.seams import mask_builder
+
+        mask_fn = mask_builder(analysis.landmarks, boxes, cfg)
     t1 = time.perf_counter()
     stages: dict[str, float] = {}
-    records = render(info, analysis, out_path, model, cfg, batch_size, progress, stages)
+    records = render(
+        info, analysis, out_path, model, cfg, batch_size, progress, stages, finish, mask_fn
+    )
     t2 = time.perf_counter()
     frames = len(records)
     confidence = summarize_confidence(records)
@@ -540,14 +590,47 @@ def restore_video(
         width=info.width,
         height=info.height,
         seconds={
-            "analyze": t_plan - t0, "plan": t1 - t_plan, **stages, "render": t2 - t1,
+            "analyze": t_plan - t0,
+            **({"seam_find": seam.seconds} if seam is not None else {}),
+            "plan": t1 - t_plan - (seam.seconds if seam is not None else 0.0),
+            **stages,
+            "render": t2 - t1,
             "total": t2 - t0,
-        },  # fmt: skip
+        },
         warnings=warnings,
         confidence=confidence,
         engine=engine_record,
+        seam=seam.to_dict() if seam is not None else {},
         per_frame=records,
     )
+
+
+def _seam_pass(
+    info: VideoInfo, analysis: FaceAnalysis, cfg: PipelineConfig
+) -> tuple[Any, Callable[[int, np.ndarray], np.ndarray] | None, np.ndarray | None]:
+    """Find the generator's box (cfg.paste.seam == "auto") and the per-frame blend for render.
+
+    Returns (SeamBox or None when off / no face, finish hook or None when nothing to blend,
+    (N, 4) per-frame boxes in frame pixels or None).
+    """
+    if cfg.paste.seam == "off" or not analysis.has_face.any():
+        return None, None, None
+    from threpair import seams
+
+    found = seams.find_box(info, analysis.geometry, cfg)
+    if not found.found:
+        return found, None, None
+    boxes = found.frame_boxes(analysis.geometry, cfg.crop)
+    sizes = analysis.geometry[:, 2] / cfg.crop.margin
+    p = cfg.paste
+
+    def finish(i: int, frame: np.ndarray) -> np.ndarray:
+        if i >= len(boxes) or np.isnan(boxes[i, 0]):
+            return frame
+        band = p.seam_band * float(sizes[i])
+        return seams.blend_seam(frame, boxes[i], found.edges, band, p.seam_method)
+
+    return found, finish, boxes
 
 
 def summarize_confidence(records: list[dict]) -> dict[str, float]:

@@ -134,6 +134,17 @@ def crop_params(track: Track, n_frames: int, crop: CropConfig) -> np.ndarray:
     return out
 
 
+def landmark_params(track: Track, n_frames: int) -> np.ndarray:
+    """(n_frames, 10) float array of the five landmarks (x0, y0, ..., x4, y4) in frame pixels,
+    in the detector's order (see detect.Detection); NaN rows where undetected or where the
+    backend gives no landmarks. fill_gaps and smooth_params work on it as on crop_params."""
+    out = np.full((n_frames, 10), np.nan)
+    for i, det in track.dets.items():
+        if i < n_frames and det.landmarks is not None:
+            out[i] = np.asarray(det.landmarks, np.float64).reshape(10)
+    return out
+
+
 def fill_gaps(params: np.ndarray, max_gap: int) -> np.ndarray:
     """Linearly interpolate NaN runs of at most `max_gap` frames between two known frames.
 
