@@ -9,7 +9,7 @@ with the defaults. The demo writes the clips, a side-by-side video (generated | 
 real) and a contact sheet, and measures the face PSNR of the generated and the repaired
 part against the real one.
 
-Scale: the real one: a 720p frame, the face at its own resolution, a 96-px generator.
+Scale: the real one: a 960x540 frame, the face at its own resolution, a 96-px generator.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from threpair.synthetic import talking_head_frames
 from threpair.video import VideoWriter, probe, read_frames, write_tone
 
 FPS = 25
-SIZE = (1280, 720)
+SIZE = (960, 540)
 TRAIN_SHARE = 0.75
 
 
