@@ -155,12 +155,14 @@ def first_frames(src, dst, n):
 def test_degraded_box_is_found_and_blended(tmp_path):
     """anchor_de_20s with the project's own generator stand-in: the box is found where
     degrade pasted it, the summary says so, and restore with --model passthrough lowers the
-    step along the known box while leaving pixels away from it untouched."""
+    step along the known box while leaving pixels away from it untouched (seam="auto": the
+    library's default is off, the CLI's is auto with an identity)."""
     real = first_frames(real_clip("anchor_de_20s"), tmp_path / "real.mp4", 40)
     fake = tmp_path / "fake.mp4"
     cfg = PipelineConfig(encode=EncodeConfig(crf=0, preset="ultrafast"))
     degrade_video(real, fake, cfg=cfg)
-    on = restore_video(fake, tmp_path / "on.mp4", Passthrough(), cfg)
+    on_cfg = PipelineConfig(encode=cfg.encode, paste=PasteConfig(seam="auto"))
+    on = restore_video(fake, tmp_path / "on.mp4", Passthrough(), on_cfg)
     assert on.seam["found"] and {"top", "bottom"} <= set(on.seam["edges"])
     known = (-0.5, -0.5, 0.5, 0.58)  # evaluate.generator_box in face-box units
     for k, e in enumerate(seams.EDGES):

@@ -337,8 +337,12 @@ def restore(
         ),
     ] = None,
     seam: Annotated[
-        str, typer.Option(help="Generator box seam: auto (find it and blend across) or off.")
-    ] = "auto",
+        str | None,
+        typer.Option(
+            help="Generator box seam: auto (find it and blend across) or off "
+            "[default: auto with an identity, off with passthrough (the exact plumbing)]."
+        ),
+    ] = None,
     seam_method: Annotated[
         str,
         typer.Option(help="Seam blend: both (gradient + ramp), gradient, ramp or feather."),
@@ -391,7 +395,7 @@ def restore(
             raise InputError(f"--detector {detector}: use retinaface or s3fd")
         if batch_size is not None and batch_size < 1:
             raise InputError(f"--batch-size {batch_size}: give at least 1")
-        if seam not in ("auto", "off"):
+        if seam is not None and seam not in ("auto", "off"):
             raise InputError(f"--seam {seam}: use auto or off")
         if seam_method not in ("both", "gradient", "ramp", "feather"):
             raise InputError(f"--seam-method {seam_method}: use both, gradient, ramp or feather")
@@ -432,7 +436,7 @@ def restore(
                 region=region,
                 color_match=color_match,
                 mode=paste_mode,  # type: ignore[arg-type]
-                seam=seam,
+                seam=seam or ("off" if model == "passthrough" else "auto"),
                 seam_method=seam_method,  # type: ignore[arg-type]
             ),  # fmt: skip
             encode=EncodeConfig(codec=codec.value, crf=crf, preset=preset.value),
@@ -637,7 +641,7 @@ def train_identity(
         ),
     ] = None,
     steps: Annotated[
-        int | None, typer.Option(help="Network training: stop after this many steps.")
+        int | None, typer.Option(min=1, help="Network training: stop after this many steps.")
     ] = None,
     preset: Annotated[
         str,

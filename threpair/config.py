@@ -95,7 +95,7 @@ class PasteConfig:
     color_match: bool = False
     mode: Literal["replace", "residual"] = "residual"
     mask: Literal["landmarks", "fixed"] = "landmarks"
-    seam: Literal["auto", "off"] = "auto"
+    seam: Literal["auto", "off"] = "off"  # the CLI turns it on for identity restores
     seam_method: Literal["gradient", "feather", "ramp", "both"] = "both"
     seam_band: float = 0.12
 
