@@ -60,10 +60,16 @@ def test_weight_must_be_below_one():
         SmoothedCorrection(Passthrough(), 1.0)
 
 
-def test_cli_default_is_the_library_default():
+def test_cli_default_is_each_engines_own():
+    """restore without --temporal-smooth smooths the SOVQAE (0.5) and not the reference
+    engine (0: measured worse with it); an explicit value applies to either."""
     import inspect
 
     from threpair import cli
-    from threpair.smoothing import DEFAULT_WEIGHT
+    from threpair.engines import EngineRequest
+    from threpair.smoothing import DEFAULT_WEIGHT, default_weight
 
-    assert inspect.signature(cli.restore).parameters["temporal_smooth"].default == DEFAULT_WEIGHT
+    assert inspect.signature(cli.restore).parameters["temporal_smooth"].default is None
+    assert EngineRequest.__dataclass_fields__["temporal_smooth"].default is None
+    assert default_weight("sovqae") == DEFAULT_WEIGHT == 0.5
+    assert default_weight("references") == 0.0

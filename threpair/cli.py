@@ -211,7 +211,7 @@ def load_face_model(
     spec: str,
     device: str,
     hysteresis: float = 0.0,
-    smooth: float = 0.0,
+    smooth: float | None = None,
     precision: str = "auto",
     engine: str = "auto",
     generator: str = "auto",
@@ -220,7 +220,7 @@ def load_face_model(
     EngineRequest that picks the engine per video)."""
     from threpair.restore import Passthrough
 
-    if not 0 <= smooth < 1:
+    if smooth is not None and not 0 <= smooth < 1:
         raise InputError(f"--temporal-smooth {smooth}: use a value in [0, 1)")
     if spec == "passthrough":
         return Passthrough()
@@ -314,9 +314,13 @@ def restore(
         ),
     ] = 0.0,
     temporal_smooth: Annotated[
-        float,
-        typer.Option(help="Share of the previous frame's correction kept (0 = off): less flicker."),
-    ] = 0.5,  # = smoothing.DEFAULT_WEIGHT, written out so `--help` does not import torch
+        float | None,
+        typer.Option(
+            help="Share of the previous frame's correction kept (0 = off): less flicker. "
+            "Default: 0 for the reference engine (steady already), 0.5 for the sovqae.",
+            show_default=False,
+        ),
+    ] = None,
     confidence_blend: Annotated[
         bool, typer.Option(help="Paste low-confidence frames at reduced strength.")
     ] = True,

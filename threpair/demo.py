@@ -29,7 +29,6 @@ from threpair.evaluate import degrade_video, evaluate_videos
 from threpair.generators import GENERATORS
 from threpair.identity import build_identity
 from threpair.restore import ProgressFn, restore_video
-from threpair.smoothing import DEFAULT_WEIGHT
 from threpair.synthetic import talking_head_frames
 from threpair.video import VideoWriter, probe, read_frames, write_tone
 
@@ -137,7 +136,7 @@ def run_demo(
     cfg = PipelineConfig(crop=ident.crop)
     degrade_video(real_test, generated, GENERATORS["wav2lip"], cfg=cfg, progress=progress)
     repaired = out_dir / "repaired.mp4"
-    request = EngineRequest(ident, temporal_smooth=DEFAULT_WEIGHT)
+    request = EngineRequest(ident)
     summary = restore_video(generated, repaired, request, cfg, progress=progress)
     before = evaluate_videos(generated, real_test, cfg).summary["psnr_face"]
     after = evaluate_videos(repaired, real_test, cfg).summary["psnr_face"]

@@ -107,7 +107,7 @@ class EngineRequest:
     device: str = "cpu"
     precision: str = "auto"
     hysteresis: float = 0.0
-    temporal_smooth: float = 0.0
+    temporal_smooth: float | None = None  # None: the engine's own (smoothing.default_weight)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     keep_bonus: float = 0.1
 
@@ -173,10 +173,10 @@ class EngineRequest:
     def build(self, name: str, gen_res: int) -> Any:
         """The engine `name`, wrapped with temporal smoothing when asked."""
         from threpair.restore import Passthrough
-        from threpair.smoothing import SmoothedCorrection
+        from threpair.smoothing import SmoothedCorrection, default_weight
 
         if name == "passthrough":
             return Passthrough()
         engine = self.references(gen_res) if name == "references" else self.sovqae()
-        w = self.temporal_smooth
+        w = self.temporal_smooth if self.temporal_smooth is not None else default_weight(name)
         return SmoothedCorrection(engine, w) if w > 0 else engine
