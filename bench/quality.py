@@ -172,7 +172,8 @@ def main() -> None:
             }
             if args.variants:
                 methods["references, smoothing 0.5"] = (
-                    EngineRequest(ident, temporal_smooth=0.5), {}
+                    EngineRequest(ident, temporal_smooth=0.5),
+                    {},
                 )
             n_real = probe(real).frame_count
             seconds = {"degraded": 0.0}

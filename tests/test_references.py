@@ -16,6 +16,7 @@ from tests.conftest import real_clip
 from threpair.config import DetectConfig, PipelineConfig
 from threpair.engines import region_masks, validate
 from threpair.engines.references import ReferenceEngine, kept_grid, resize_crops
+from threpair.engines.regression import _support, fit_local
 from threpair.errors import InputError
 from threpair.generators import simulate
 from threpair.identity import build_identity
@@ -119,6 +120,38 @@ def test_low_band_on_the_engines_own_grid_is_exact(synth):
     d = np.abs(engine_lowpass(out, GEN, crop.margin) - engine_lowpass(degraded, GEN, crop.margin))
     print(f"own-grid low band: max {d.max():.2f}, mean {d.mean():.3f} levels")
     assert d.max() <= 2.0
+
+
+def test_regression_cells_blend_to_one():
+    """Every pixel's tent weights over the regression cells sum to 1 (no cell edge can show,
+    and a constant prediction stays constant), for crop sizes that the cells do not divide."""
+    for size, n in ((64, 2), (448, 7), (480, 8), (96, 3)):
+        total = torch.zeros(size)
+        for i in range(n):
+            ys, w = _support(i, n, size / n, size, torch.device("cpu"))
+            total[ys] += w
+        assert torch.allclose(total, torch.ones(size), atol=1e-5), (size, n)
+
+
+def test_regression_learns_the_persons_deconvolution(synth):
+    """Fitted on bank crops and their blurred copies (a known linear loss, Gaussian sigma
+    1.2 px), the regression brings held-out blurred crops closer to the real ones. Measured
+    on the 10 held-out crops at 64 px: 24.85 -> 31.17 dB. Asserted: a gain of at least 2 dB
+    on every crop, and the fit is deterministic (same weights twice)."""
+    bank, hold, _ = synth
+    blur = lambda a: np.stack([cv2.GaussianBlur(c, (0, 0), 1.2) for c in a])  # noqa: E731
+    t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float()  # noqa: E731
+    keys, real = t(blur(bank)), t(bank)
+    reg = fit_local(keys, real - keys, cell=32)
+    again = fit_local(keys, real - keys, cell=32)
+    assert torch.equal(reg.weights, again.weights)
+    q = blur(hold)
+    out = [(x + reg.predict(x)).clamp(0, 255).round().byte() for x in t(q)]
+    out = np.stack([o.permute(1, 2, 0).numpy() for o in out])
+    before = np.array([psnr(a, b) for a, b in zip(q, hold)])
+    after = np.array([psnr(a, b) for a, b in zip(out, hold)])
+    print(f"blurred {before.mean():.2f} -> regressed {after.mean():.2f} dB")
+    assert (after - before).min() >= 2.0
 
 
 def test_empty_bank_and_bad_sizes_are_input_errors(synth):
