@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +36,17 @@ def test_sizes_and_rates(tmp_path, size, fps):
         assert summary.frames_with_face == 6
 
 
+def wait_for_work(proc: subprocess.Popen, folder: Path, limit: float = 120.0) -> None:
+    """Block until the restore is writing (its hidden temp output exists in `folder`), so
+    the signal lands mid-work and not during start-up, however loaded the machine is."""
+    t0 = time.monotonic()
+    while not any(".threpair-tmp-" in p.name for p in folder.iterdir()):
+        assert proc.poll() is None, "restore ended before it started writing"
+        assert time.monotonic() - t0 < limit, "restore did not start writing"
+        time.sleep(0.2)
+    time.sleep(0.5)
+
+
 def test_ctrl_c_leaves_no_partial_output(tmp_path):
     src = make_clip(tmp_path / "long.mp4", 600, (640, 360))  # ~20 s of work
     out = tmp_path / "out.mp4"
@@ -42,7 +54,7 @@ def test_ctrl_c_leaves_no_partial_output(tmp_path):
         [sys.executable, "-m", "threpair", "restore", str(src), str(out), "-q"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    time.sleep(4)
+    wait_for_work(proc, tmp_path)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
@@ -63,7 +75,7 @@ def test_sigterm_and_sighup_are_handled_like_ctrl_c(tmp_path, long_clip, sig):
         [sys.executable, "-m", "threpair", "restore", str(long_clip), str(out), "-q"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    time.sleep(4)
+    wait_for_work(proc, tmp_path)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
