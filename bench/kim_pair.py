@@ -89,7 +89,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path, help="use this identity instead of building one")
     ap.add_argument("--work", type=Path, default=Path("/tmp/kim_pair"))
-    ap.add_argument("--smooth", default="0,0.75", help="also restore with these --temporal-smooth")
+    ap.add_argument(
+        "--variants",
+        default="--generator wav2lip;--temporal-smooth 0.5",
+        help="';'-separated extra restore options: one more row (and grid) each",
+    )
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     source, generated = clip_path("kim_source_7s"), clip_path("kim_wav2lip_8s")
@@ -117,19 +121,20 @@ def main() -> None:
 
     fixed_crops = face_crops(probe(fixed), gen_geo, VIEW)  # the generated video's framing
     rows = [row("generated (Wav2Lip+GFPGAN)", gen_crops), row("repaired (defaults)", fixed_crops)]
-    for w in [v for v in args.smooth.split(",") if v]:
-        variant = args.work / f"kim_repaired_s{w}.mp4"
-        threpair("restore", str(generated), str(variant), "-m", str(model),
-                 "--temporal-smooth", w, "--overwrite")  # fmt: skip
-        rows.append(
-            row(f"repaired, --temporal-smooth {w}", face_crops(probe(variant), gen_geo, VIEW))
-        )
+    face_frames = np.flatnonzero(has_face)
+    picks = [int(face_frames[p]) for p in np.linspace(0, len(face_frames) - 1, 3).round()]
+    for extra in [v.split() for v in args.variants.split(";") if v.strip()]:
+        slug = "_".join(a.strip("-") for a in extra)
+        variant = args.work / f"kim_repaired_{slug}.mp4"
+        threpair("restore", str(generated), str(variant), "-m", str(model), *extra,
+                 "--overwrite")  # fmt: skip
+        crops = face_crops(probe(variant), gen_geo, VIEW)
+        rows.append(row(f"repaired, {' '.join(extra)}", crops))
+        grid(gen_crops, crops, picks, RESULTS / f"kim_pair_{slug}.png")
     rows.append({"video": "real footage (kim_source_7s)", **real, "mouth sharpness / real": 1.0})
     conf = restored.get("confidence", {})
     eng = restored.get("engine", {})
-    picks = np.linspace(0, int(has_face.sum()) - 1, 3).round().astype(int)
-    face_frames = np.flatnonzero(has_face)
-    grid(gen_crops, fixed_crops, [int(face_frames[p]) for p in picks], RESULTS / "kim_pair.png")
+    grid(gen_crops, fixed_crops, picks, RESULTS / "kim_pair.png")
     note = (
         f"Identity from kim_source_7s.mp4 (the real person; reference bank, no training, "
         f"{t1 - t0:.0f} s), repair of kim_wav2lip_8s.mp4 (a real Wav2Lip+GFPGAN output of her, "
@@ -143,7 +148,8 @@ def main() -> None:
         f"of face cells matched worse than the bank's own 90th percentile "
         f"{conf.get('outside_mean', float('nan')):.2f}, frames pasted at reduced strength "
         f"{conf.get('blended_less', 0)} of {restored.get('frames')}. Restore {t2 - t1:.0f} s. "
-        f"Picture: bench/results/kim_pair.png. Command: `python bench/kim_pair.py`."
+        f"Pictures: bench/results/kim_pair.png (defaults), kim_pair_<variant>.png. Command: "
+        f"`python bench/kim_pair.py {' '.join(sys.argv[1:])}`."
     )
     cols = ["video", "mouth sharpness", "mouth sharpness / real", "flicker (noref)"]
     write_results("kim_pair", rows, cols, note)
