@@ -1,6 +1,7 @@
 """Restore speed against the floor: a plain ffmpeg transcode of the same file, same run.
 
-    python bench/speed.py [--model IDENTITY] [--clips a,b] [--device auto] [--generator auto]
+    python bench/speed.py [--model IDENTITY] [--clips a,b] [--seconds N] [--device auto]
+                          [--generator auto]
                           [--warp auto|opencv|torch] [--threads N] [--name speed]
     -> bench/results/speed.{json,md}
 
@@ -44,7 +45,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path, help="identity file [default: built from each clip]")
     ap.add_argument("--generator", default="auto")
-    ap.add_argument("--temporal-smooth", type=float, default=0.5)
+    ap.add_argument("--temporal-smooth", type=float, default=None, help="default: the engine's")
+    ap.add_argument("--seconds", type=float, default=None, help="time only the first N seconds")
     ap.add_argument("--clips", default=",".join(REAL_CLIPS))
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch-size", type=int, default=None, help="default: 32 CUDA, 8 CPU")
@@ -71,6 +73,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.clips.split(","):
             src = clip_path(name)
+            if args.seconds:
+                cut = Path(tmp) / f"{name}.mp4"
+                subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i",
+                                str(src), "-t", str(args.seconds), "-c", "copy", str(cut)],
+                               check=True)  # fmt: skip
+                src = cut
             info = probe(src)
             with Timer() as t_ff:
                 plain_transcode(src, Path(tmp) / "ff.mp4", cfg.encode)
