@@ -37,11 +37,12 @@ from threpair.generators import crop_box, simulate
 from threpair.inference import FrameStats
 
 GRID = 32  # crop sizes must be multiples of this (factor x tile of the default attention)
-# Weights of the attended and the regressed high band. Measured on held-out anchor_de_20s
-# frames degraded by `threpair degrade` at 96 px (448-px crops, face / mouth PSNR gain):
-# attention alone +1.9 / +2.0 dB, both at 0.6 +2.6 / +3.3, both at 1 overshoot (-0.4 dB).
-# Least-squares weights fitted on held-out crops degraded by `simulate` itself (0.92, 0.27)
-# trust the attention too much: real generated frames match the keys less well.
+# Weights of the attended and the regressed high band, measured on 5 held-out anchor_de_20s
+# frames degraded by `threpair degrade` at 96 px (448-px crops; the blend table of
+# bench/results/quality_knobs.md repeats it on 12): 0.6 / 0.6 beat each alone by about
+# 0.8 dB face PSNR, and 1 / 1 by 1.3 dB (it overshoots). Least-squares weights fitted on
+# held-out crops degraded by `simulate` itself (0.92, 0.27) trust the attention too much:
+# real generated frames match the keys less well than simulated ones.
 BLEND = (0.6, 0.6)
 
 
@@ -50,8 +51,9 @@ def kept_grid(gen_res: int, margin: float) -> int:
     generator's own resolution over the crop (its face box rendered at gen_res, the crop
     `margin` boxes wide), 24 cells over a 96-px generator's face box. The mouth's shape
     lives below that; above it the generator's upscaling attenuated detail that the engine
-    restores (held-out anchor frames degraded at 96 px, 448-px crops, face PSNR gain: cut
-    at the full generator grid about +1 dB, at half +2.2, at a quarter +2.8)."""
+    restores (5 held-out anchor frames degraded at 96 px, 448-px crops, face PSNR gain with
+    both bands cut at half the generator grid +1.9 dB, at a quarter +2.7, at a sixth +2.8;
+    the attention alone cut at two thirds of it +1.3)."""
     return max(4, int(round(gen_res * margin / 4)))
 
 
