@@ -202,6 +202,10 @@ def main() -> None:
                   RESULTS / f"{args.name}_sheet_{name}.png")  # fmt: skip
             if name == args.knobs_clip:
                 knob_rows = knobs(ident, args.gen_res, gen, real)
+            save(args, rows, knob_rows)  # after every clip: a long run stopped early keeps some
+
+
+def save(args: argparse.Namespace, rows: list[dict], knob_rows: list[dict]) -> None:
     cols = ["clip", "method", "psnr_face", "psnr_mouth", "ssim_face", "ssim_mouth",
             "temporal_error", "sharpness_mouth", "s/frame", "engine", "validated gain"]  # fmt: skip
     write_results(
