@@ -59,10 +59,11 @@ def quick(**kw: object) -> TrainConfig:
 def test_a_few_steps_reduce_the_loss_and_write_files(tmp_path: Path) -> None:
     logs: list[dict] = []
     out = tmp_path / "id.safetensors"
-    tc = quick(steps=30, lr=2e-3, disc_start=10_000, val_every=30, log_every=5)
+    tc = quick(steps=30, lr=2e-3, disc_start=10_000, val_every=30, log_every=1)
     res = train(TRAIN, VAL, CFG, tc, out, {"source": "synthetic"}, on_progress=logs.append)
     losses = [e["rec"] for e in logs if e["event"] == "log"]
-    assert len(losses) == 6 and losses[-1] < 0.7 * losses[0]
+    # band split: the untrained decoder's high band is noise on top of the right low band
+    assert len(losses) == 30 and np.mean(losses[-5:]) < 0.5 * losses[0]
     assert logs[0]["event"] == "start" and any("FFT" in s for s in logs[0]["losses"])
     assert res.steps == 30 and res.stopped_by == "steps" and res.resumed_from is None
     for k in ("psnr_degraded", "psnr_repair", "psnr_recon", "code_agreement", "usage_fraction"):

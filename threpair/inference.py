@@ -157,7 +157,7 @@ class IdentityModel:
         with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
             z = self.model.encode(x)
             q = self._quantize_sequence(z)
-            y = self.model.decode(q.z_q)
+            y = self.model.combine(x, self.model.decode(q.z_q))
         if q.indices is not None:
             self._prev = q.indices[-1]
             self._record(q)

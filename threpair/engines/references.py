@@ -27,20 +27,10 @@ import torch.nn.functional as F
 from threpair.config import CropConfig
 from threpair.engines.attention import AttentionConfig, _tiles, attend, features, pad_values
 from threpair.errors import InputError
-from threpair.generators import crop_box, simulate
+from threpair.generators import crop_box, low_grid, simulate
 from threpair.inference import FrameStats
 
 GRID = 32  # crop sizes must be multiples of this (factor x tile of the default attention)
-
-
-def low_grid(gen_res: int, margin: float) -> int:
-    """Side of the grid whose content the engine never changes: half the generator's own
-    resolution over the crop (its face box rendered at gen_res, the crop `margin` boxes
-    wide). The mouth's shape lives well below that; between it and the generator's
-    resolution the generator's upscaling attenuated detail that the references restore
-    (held-out anchor crops at 448 px, 96-px generator: face +4.1 dB with this cut, +1.4 dB
-    with the cut at the full generator resolution)."""
-    return max(8, int(round(gen_res * margin / 2)))
 
 
 def resize_crops(crops: np.ndarray, size: int) -> np.ndarray:
