@@ -19,8 +19,15 @@ from threpair.losses import (
     active_losses,
     load_perceptual,
 )
-from threpair.model import PRESETS
-from threpair.train import TrainConfig, samples_path, state_path, train
+from threpair.model import PRESETS, SOVQAE
+from threpair.train import (
+    TrainConfig,
+    default_gen_res,
+    sample_batch,
+    samples_path,
+    state_path,
+    train,
+)
 
 CFG = dataclasses.replace(PRESETS["tiny"], codebook_size=256, dead_code_after=3)  # restarts soon
 
@@ -167,3 +174,53 @@ def test_geo_jitter_reframes_input_and_target_alike() -> None:
     plain, _ = sample_batch(CROPS, quick(degrade_inputs=False, geo_jitter=0), 12, 3, 0, 1)
     assert np.array_equal(inputs, targets) and np.array_equal(inputs, again)
     assert inputs.shape == plain.shape and not np.array_equal(inputs, plain)
+
+
+@pytest.mark.parametrize("name", ["small", "base", "hd"])
+def test_a_few_patch_steps_reduce_the_loss_at_each_preset(name: str) -> None:
+    """The real-scale presets learn on patches of their crops (one attention window) with
+    the real degradation; then the same weights take whole crops."""
+    cfg = PRESETS[name]
+    f = cfg.downsample_factor
+    crops = video_crops(2, size=cfg.resolution)
+    tc = TrainConfig(batch_size=1, patch_size=8 * f)
+    inputs, targets = sample_batch(crops, tc, default_gen_res(cfg.resolution), 0, 0, 1)
+    assert inputs.shape == targets.shape == (1, 8 * f, 8 * f, 3)
+    to = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 127.5 - 1  # noqa: E731
+    x_in, x = to(inputs), to(targets)
+    torch.manual_seed(0)
+    model = SOVQAE(cfg)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    losses = []
+    for _ in range(3):
+        y, q = model(x_in)
+        loss = (y - x).pow(2).mean()
+        losses.append(float(loss.detach()))
+        opt.zero_grad()
+        (loss + q.vq_loss + q.reg_loss).backward()
+        opt.step()
+    assert losses[-1] < losses[0]
+    if name == "small":  # whole crops through the patch-trained weights (the others: test_model)
+        with torch.no_grad():
+            y, q = model.eval()(to(crops))
+        assert y.shape == (2, 3, cfg.resolution, cfg.resolution)
+        assert q.indices.shape == (2, cfg.latent_resolution, cfg.latent_resolution)
+
+
+def test_patch_training_with_workers_and_plateau_stop(tmp_path: Path) -> None:
+    """Patches of the tiny crops; batches from a DataLoader worker are the same batches (a
+    pure function of the step), so the run is identical; a plateau stops the run and says so."""
+    tc = quick(steps=4, patch_size=16, disc_start=10_000, val_every=0)
+    a = train(TRAIN, VAL, CFG, tc, tmp_path / "a.safetensors", {})
+    b = train(TRAIN, VAL, CFG, dataclasses.replace(tc, workers=1), tmp_path / "b.safetensors", {})
+    ma, _, _ = checkpoint.load(a.checkpoint)
+    mb, _, _ = checkpoint.load(b.checkpoint)
+    for k, v in ma.state_dict().items():
+        assert torch.equal(v, mb.state_dict()[k]), k
+    logs: list[dict] = []
+    never = quick(steps=50, val_every=1, patience=2, min_improvement=1e6, disc_start=10_000)
+    res = train(TRAIN, VAL, CFG, never, tmp_path / "p.safetensors", {}, on_progress=logs.append)
+    assert res.stopped_by == "plateau" and res.steps == never.patience + 1
+    assert [e for e in logs if e["event"] == "plateau"][0]["step"] == res.steps
+    with pytest.raises(InputError, match="patch size"):
+        train(TRAIN, VAL, CFG, quick(patch_size=15), tmp_path / "x.safetensors", {})
