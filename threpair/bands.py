@@ -61,7 +61,10 @@ def low_pass(x: Tensor, grid: int) -> Tensor:
         raise InputError(f"low-band grid {grid} must be between 1 and the image size {size}")
     dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     q = _projection(size, int(grid), str(x.device), dtype)
-    y = torch.matmul(q, torch.matmul(x.to(dtype), q.T))  # rows then columns
+    # outside autocast: under fp16/bf16 autocast the products would run in half precision
+    # and the low band would move by ~1e-3 (a third of a level)
+    with torch.autocast(x.device.type, enabled=False):
+        y = torch.matmul(q, torch.matmul(x.to(dtype), q.T))  # rows then columns
     return y.to(x.dtype)
 
 
