@@ -760,7 +760,9 @@ def train_identity(
             train_network(ident, files, target, options, show)
         elif show and not cuda:
             out.print("no GPU: built the reference bank only (--minutes N also trains the network)")
-        request = EngineRequest(ident, device="cpu")
+        # validate on the GPU when there is one (the reference engine at 512 px is slow on a CPU)
+        request = EngineRequest(ident, device=("cuda" if cuda else "cpu") if device == "auto"
+                                else device)  # fmt: skip
         for name in ident.engines():
             record, _ = request.gain(name, GENERATORS["wav2lip"])
             if show:
