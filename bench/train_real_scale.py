@@ -202,6 +202,7 @@ def compare(records: list[dict], opts: dict[str, Any], out_dir: Path) -> list[di
     real = val[sel]
     degraded = np.stack([simulate(c, gen_res, crop) for c in real])
     outputs: dict[str, np.ndarray] = {"degraded (generator input)": degraded}
+    outputs.update(band_bounds(degraded, real, gen_res))
     seconds: dict[str, float] = {}
     if size % 32 == 0 and size >= 64:
         engine = ReferenceEngine(choose_bank(train, opts["bank"]), crop, gen_res,
@@ -237,6 +238,23 @@ def compare(records: list[dict], opts: dict[str, Any], out_dir: Path) -> list[di
     return rows
 
 
+def band_bounds(degraded: np.ndarray, real: np.ndarray, gen_res: int) -> dict[str, np.ndarray]:
+    """What the band split starts from (the input's low band: an untrained band network) and
+    its ceiling (that low band plus the real crop's high band: a perfect decoder)."""
+    import torch
+
+    from threpair.bands import low_pass
+    from threpair.generators import low_grid
+
+    grid = min(real.shape[1], low_grid(gen_res, MARGIN))
+    t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).double()  # noqa: E731
+    u = lambda x: x.clamp(0, 255).round().byte().permute(0, 2, 3, 1).numpy()  # noqa: E731
+    low = low_pass(t(degraded), grid)
+    ceiling = low + t(real) - low_pass(t(real), grid)
+    return {f"band start: low band only ({grid} cells)": u(low),
+            "band ceiling: low band + real high band": u(ceiling)}  # fmt: skip
+
+
 def write_grid(path: Path, outputs: dict[str, np.ndarray], real: np.ndarray, n: int) -> None:
     """Rows of 4 evenly spaced validation crops: each method, then the real crop."""
     import cv2
@@ -245,7 +263,8 @@ def write_grid(path: Path, outputs: dict[str, np.ndarray], real: np.ndarray, n: 
 
     rows = []
     for i in evenly(n, 4):
-        tiles = [label(o[i], name.split(" (")[0]) for name, o in outputs.items()]
+        tiles = [label(o[i], name.split(" (")[0].split(":")[0]) for name, o in outputs.items()
+                 if not name.startswith("band ")]  # fmt: skip
         rows.append(np.concatenate([*tiles, label(real[i], "real")], 1))
     cv2.imwrite(str(path), np.ascontiguousarray(np.concatenate(rows, 0)[..., ::-1]))
 
@@ -275,11 +294,13 @@ def write_report(name: str, out_dir: Path, records: list[dict], rows: list[dict]
         h = r["history"]
         ax.plot([p["elapsed"] / 60 for p in h], [p["psnr_repair"] for p in h], marker="o", ms=3,
                 label=f"sovqae {r['variant']} (EMA, val)")  # fmt: skip
+    colors = {"degraded": "grey", "references": "tab:green", "band start": "tab:orange",
+              "band ceiling": "tab:red"}  # fmt: skip
     for row in rows:
-        if row["method"].startswith(("degraded", "references")):
-            ax.axhline(row["face PSNR"], ls="--", lw=1,
-                       color="grey" if row["method"].startswith("degraded") else "tab:green",
-                       label=row["method"])  # fmt: skip
+        key = next((k for k in colors if row["method"].startswith(k)), None)
+        if key is not None:
+            ax.axhline(row["face PSNR"], ls="--" if key in ("degraded", "references") else ":",
+                       lw=1, color=colors[key], label=row["method"])  # fmt: skip
     ax.set_xlabel("training wall time (min)")
     ax.set_ylabel("validation face PSNR (dB)")
     ax.set_title(f"{Path(opts['clip']).stem}: {opts['preset']} preset, {opts['device']}")
