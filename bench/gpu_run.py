@@ -155,7 +155,7 @@ def stage_anchor(a: argparse.Namespace, log: Path) -> dict[str, Any]:
         "--work", a.work / "anchor"], log)  # fmt: skip
     res = json.loads((a.out / f"{name}.json").read_text())
     return {"rows": res["rows"], "training": [{k: v for k, v in t.items() if k != "history"}
-            for t in res["training"]], "files": [f"{name}.png", f"{name}_grid.png"]}  # fmt: skip
+            for t in res["training"]], "files": [f"{name}.png", f"{name}_grid.jpg"]}  # fmt: skip
 
 
 def threpair_json(args: list[Any], log: Path, timeout: float | None = None) -> dict:
@@ -408,7 +408,7 @@ def main() -> None:
     if a.export:
         a.export.mkdir(parents=True, exist_ok=True)
         files = ["gpu_run.json", "gpu_run.md", "gpu_run.log"]
-        files += sorted(p.name for p in a.out.glob("*.png"))[:5]
+        files += sorted(p.name for p in [*a.out.glob("*.png"), *a.out.glob("*.jpg")])[:5]
         for f in files:
             if (a.out / f).is_file():
                 shutil.copy2(a.out / f, a.export / f)

@@ -20,7 +20,7 @@ generated mouth shape moved: 100 = not at all), and the temporal error over a co
 run of validation frames.
 
 Outputs (in --out-dir, default bench/results): <name>.json, <name>.md, <name>.png (the
-validation curve) and <name>_grid.png (degraded | references | networks | real).
+validation curve) and <name>_grid.jpg (degraded | references | networks | real).
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ def compare(records: list[dict], opts: dict[str, Any], out_dir: Path) -> list[di
         if name in seconds:
             row["ms/crop"] = 1000 * seconds[name]
         rows.append(row)
-    write_grid(out_dir / f"{opts['name']}_grid.png", outputs, real, len(idx))
+    write_grid(out_dir / f"{opts['name']}_grid.jpg", outputs, real, len(idx))
     return rows
 
 
@@ -266,7 +266,8 @@ def write_grid(path: Path, outputs: dict[str, np.ndarray], real: np.ndarray, n: 
         tiles = [label(o[i], name.split(" (")[0].split(":")[0]) for name, o in outputs.items()
                  if not name.startswith("band ")]  # fmt: skip
         rows.append(np.concatenate([*tiles, label(real[i], "real")], 1))
-    cv2.imwrite(str(path), np.ascontiguousarray(np.concatenate(rows, 0)[..., ::-1]))
+    grid = np.ascontiguousarray(np.concatenate(rows, 0)[..., ::-1])
+    cv2.imwrite(str(path), grid, [cv2.IMWRITE_JPEG_QUALITY, 92])
 
 
 # ----------------------------------------------------------------------------- report
@@ -328,7 +329,7 @@ def write_report(name: str, out_dir: Path, records: list[dict], rows: list[dict]
         )
     lines += ["", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
-    lines += ["", f"Curve: `{name}.png`; crops: `{name}_grid.png`.", ""]
+    lines += ["", f"Curve: `{name}.png`; crops: `{name}_grid.jpg`.", ""]
     (out_dir / f"{name}.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -90,6 +90,11 @@ class TrainConfig:
     workers: int = 0  # DataLoader processes that make the batches; 0 = in the loop
     compile: bool = False  # torch.compile the network's training forward (CUDA)
     channels_last: bool = True  # channels_last memory format on CUDA
+    # band networks: weight of an L2 loss on the decoder's own full image (before the band
+    # split). Without it the high band alone gives the encoder too little signal and the
+    # codebook collapses (anchor_de_20s, small: 0.6% of codes used at step 40); with it the
+    # codes keep describing the whole crop, as a full network's do. 0 = off
+    aux_full_weight: float = 1.0
     patience: int = 0  # stop after this many validations without improvement; 0 = never
     min_improvement: float = 0.05  # dB of validation face PSNR that count as improvement
     # random similarity jitter of each training crop (scale 1 +- j, shift +- j/2 of the side,
@@ -127,7 +132,7 @@ class TrainConfig:
 _TRAJECTORY_FIELDS = (
     "batch_size", "lr", "betas", "warmup_steps", "grad_clip", "ema_decay", "seed",
     "degrade_inputs", "gen_res", "gen_res_jitter", "geo_jitter", "hflip", "loss",
-    "disc_start", "amp", "margin", "patch_size",
+    "disc_start", "amp", "margin", "patch_size", "aux_full_weight",
 )  # fmt: skip
 
 
@@ -604,6 +609,9 @@ def train(
         model_cfg.delta,
         model_cfg.dead_code_after,
     )
+    if model_cfg.output == "band":
+        losses.append(f"band split on {model_cfg.band_grid} cells; auxiliary: the decoder's full "
+                      f"image {tc.loss.rec.upper()} x{tc.aux_full_weight:g}")  # fmt: skip
 
     # ---- resume
     spath = state_path(out_path)
@@ -834,10 +842,12 @@ def _train_step(
     )
 
     # ---- autoencoder
+    aux_w = tc.aux_full_weight if mc.output == "band" else 0.0
     with autocast:
-        x_rec, q = model(x_in)
+        x_rec, q, decoded = model(x_in, with_decoded=True)
         rec = reconstruction_loss(x_rec, x, lc.rec)
         nll = lc.rec_weight * rec
+        aux = reconstruction_loss(decoded.float(), x, lc.rec) if aux_w > 0 else None
         if perceptual is not None and lc.perceptual_weight > 0:
             perc = perceptual(x_rec, x)
             nll = nll + lc.perceptual_weight * perc
@@ -847,6 +857,8 @@ def _train_step(
         else:
             perc = torch.zeros((), device=device)
         loss = nll + q.vq_loss + mc.reg_weight * q.reg_loss
+        if aux is not None:
+            loss = loss + aux_w * aux
         g_adv = torch.zeros((), device=device)
         if use_gan:
             # the raw discriminator: its grads here are discarded, so no DDP sync is needed
@@ -897,6 +909,7 @@ def _train_step(
     return {
         "loss": float(loss.detach()),
         "rec": float(rec.detach()),
+        "aux": float(aux.detach()) if aux is not None else 0.0,
         "perc": float(perc.detach()),
         "vq": float(q.vq_loss.detach()),
         "reg": float(q.reg_loss.detach()),
