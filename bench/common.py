@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -11,7 +12,8 @@ from typing import Any
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-CLIPS = ROOT.parent / "shared" / "data" / "clips"
+# the real clips: ../shared/data/clips, or $THREPAIR_CLIPS (the GPU runbook's carried copy)
+CLIPS = Path(os.environ.get("THREPAIR_CLIPS", ROOT.parent / "shared" / "data" / "clips"))
 RESULTS = ROOT / "bench" / "results"
 REAL_CLIPS = ["anchor_de_20s", "obama_20s", "hill_8s", "kim_source_7s", "kim_wav2lip_8s"]
 

@@ -1,6 +1,6 @@
 """Validation PSNR against training time, read back from a checkpoint's own history.
 
-    python bench/training_curve.py CKPT --name train_cpu128 --command "threpair train-identity ..."
+    python bench/training_curve.py CKPT --name my_curve --command "threpair train-identity ..."
     -> bench/results/<name>.{json,md,png}
 
 Every checkpoint keeps its validation history (degraded, repaired and clean-reconstruction

@@ -27,7 +27,7 @@ ckpt="checkpoints/$name.safetensors"
 if [ -f "$ckpt" ]; then
     echo "using the existing model $ckpt (delete it to train again)"
 else
-    # GPU: preset "base"; CPU: "cpu64" (picked automatically). Stops after MINUTES or the
+    # GPU: preset "base"; CPU: "small" (picked automatically). Stops after MINUTES or the
     # default step count, whichever comes first.
     threpair train-identity "$real" --out "$ckpt" --minutes "$minutes" --resume
 fi

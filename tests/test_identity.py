@@ -163,6 +163,33 @@ def test_old_network_only_checkpoint_is_refused(tmp_path, clip):
     assert json.loads(r.stdout)["format"].startswith("network-only")
 
 
+def test_identity_with_a_network_from_before_the_band_split_loads_as_full(tmp_path, untrained):
+    """An identity written before the band split: its network config has no "output",
+    "band_grid" or "attn_window"; it was a full re-generation network with global attention
+    and loads as one, with the same weights."""
+    from dataclasses import replace
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    ident, _ = untrained
+    cfg = replace(get_preset("tiny"), output="full", attn_window=0)
+    old = Identity(ident.crop, ident.bank, ident.bank_frames, ident.holdout, dict(ident.info),
+                   SOVQAE(cfg).eval(), cfg, {})  # fmt: skip
+    path = old.save(tmp_path / "old.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        header = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    body = json.loads(header["identity"])
+    for key in ("output", "band_grid", "attn_window"):
+        del body["network"]["config"][key]
+    save_file(tensors, str(path), metadata={**header, "identity": json.dumps(body)})
+    loaded = Identity.load(path)
+    assert replace(loaded.network_config, band_grid=cfg.band_grid) == cfg  # unused in full
+    for k, v in old.network.state_dict().items():
+        assert torch.equal(v, loaded.network.state_dict()[k]), k
+
+
 # ---------------------------------------------------------------- never worse
 
 

@@ -8,10 +8,13 @@ import time
 import pytest
 import torch
 
+from threpair.bands import area_down, grid_for, high_pass, low_pass
 from threpair.errors import InputError
+from threpair.generators import low_grid
 from threpair.model import (
     PRESETS,
     SOVQAE,
+    AttnBlock,
     ModelConfig,
     estimate_lipschitz,
     get_preset,
@@ -19,7 +22,7 @@ from threpair.model import (
 )
 
 # parameter counts (millions) the presets are designed around; a change here is deliberate
-EXPECTED_MPARAMS = {"tiny": 0.175, "cpu64": 2.27, "cpu128": 3.20, "base": 17.5, "hd": 17.5}
+EXPECTED_MPARAMS = {"tiny": 0.175, "small": 1.02, "base": 16.0, "hd": 16.0}
 
 
 @pytest.fixture(autouse=True)
@@ -28,16 +31,15 @@ def _one_thread() -> None:
 
 
 def test_presets_and_get_preset() -> None:
-    assert {"tiny", "cpu64", "cpu128", "base", "hd"} <= set(PRESETS)
-    assert get_preset("cpu64") is PRESETS["cpu64"]
-    with pytest.raises(InputError, match="tiny.*cpu64"):
-        get_preset("huge")
-    cpu64 = PRESETS["cpu64"]
-    assert (cpu64.resolution, cpu64.downsample_factor, cpu64.codebook_size, cpu64.code_dim) == (
-        64, 4, 512, 64,
-    )  # fmt: skip
-    assert PRESETS["base"].resolution == 256 and PRESETS["hd"].resolution == 512
-    assert PRESETS["base"].downsample_factor == 16  # the paper's 4 downsamplings
+    assert set(PRESETS) == {"tiny", "small", "base", "hd"}  # the 64/128-px stand-ins retired
+    assert get_preset("small") is PRESETS["small"]
+    with pytest.raises(InputError, match="tiny.*small"):
+        get_preset("cpu64")
+    assert PRESETS["small"].resolution == PRESETS["base"].resolution == 256
+    assert PRESETS["hd"].resolution == 2 * PRESETS["base"].resolution
+    for name in ("small", "base", "hd"):  # the low band on the reference engine's grid
+        cfg = PRESETS[name]
+        assert cfg.output == "band" and cfg.band_grid == low_grid(96, 1.5)
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -46,12 +48,12 @@ def test_parameter_counts(name: str) -> None:
     assert num_parameters(model) / 1e6 == pytest.approx(EXPECTED_MPARAMS[name], rel=0.02)
 
 
-@pytest.mark.parametrize("name", ["tiny", "cpu64", "cpu128"])
+@pytest.mark.parametrize("name", ["tiny", "small"])
 def test_forward_shapes_and_dtypes(name: str) -> None:
     cfg = PRESETS[name]
     model = SOVQAE(cfg).eval()
     s, h = cfg.resolution, cfg.latent_resolution
-    x = torch.rand(2 if name != "cpu128" else 1, 3, s, s) * 2 - 1
+    x = torch.rand(2 if name == "tiny" else 1, 3, s, s) * 2 - 1
     with torch.no_grad():
         z = model.encode(x)
         y, q = model(x)
@@ -63,7 +65,7 @@ def test_forward_shapes_and_dtypes(name: str) -> None:
     assert int(q.indices.max()) < cfg.codebook_size
     assert q.distances is not None and q.distances.shape == (b, h, h)
     assert q.vq_loss.ndim == 0 and q.reg_loss.ndim == 0 and float(q.delta_min) > 0
-    torch.testing.assert_close(model.decode(q.z_q), y)
+    torch.testing.assert_close(model.combine(x, model.decode(q.z_q)), y)
 
 
 @pytest.mark.parametrize("name", ["base", "hd"])
@@ -121,7 +123,7 @@ def test_bf16_autocast_forward() -> None:
 def test_config_validation_and_dict_roundtrip() -> None:
     with pytest.raises(InputError, match="multiple"):
         ModelConfig(resolution=50, channel_mult=(1, 2, 2))
-    cfg = PRESETS["cpu64"]
+    cfg = PRESETS["small"]
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(InputError, match="unknown"):
         ModelConfig.from_dict({**cfg.to_dict(), "bogus": 1})
@@ -138,3 +140,72 @@ def test_estimate_lipschitz() -> None:
     model = SOVQAE(PRESETS["tiny"]).eval()
     lip = estimate_lipschitz(model.encode, x.new_zeros(1, 3, 32, 32).uniform_(-1, 1), n=2)
     assert 0 < lip < 1e4
+
+
+@pytest.mark.parametrize("size", [32, 24, 16])
+def test_band_split_keeps_the_input_low_band(size: int) -> None:
+    """The output's low band (area resize to the band grid) is the input's: exactly, up to
+    float rounding (tolerance 1e-4 in [-1, 1] units, i.e. 0.013 uint8 levels), whatever the
+    (here untrained, so arbitrary) decoder outputs, on whole crops and on smaller patches."""
+    torch.manual_seed(0)
+    model = SOVQAE(PRESETS["tiny"]).eval()
+    x = torch.rand(2, 3, size, size) * 2 - 1
+    with torch.no_grad():
+        y, _ = model(x)
+    g = grid_for(size, model.cfg.band_grid, model.cfg.resolution)
+    assert g == model.band_grid_for(size) and 2 <= g < size
+    assert (y - x).abs().max() > 0.05  # the decoder did change the crop ...
+    torch.testing.assert_close(area_down(y, g), area_down(x, g), atol=1e-4, rtol=0)  # ... not there
+    full = SOVQAE(dataclasses.replace(PRESETS["tiny"], output="full")).eval()
+    with torch.no_grad():
+        yf, q = full(x)
+    torch.testing.assert_close(yf, full.decode(q.z_q))  # full re-generation: the decoder's
+    assert (area_down(yf, g) - area_down(x, g)).abs().max() > 1e-2
+
+
+def test_low_pass_is_a_projection_that_keeps_the_area_band() -> None:
+    x = torch.rand(1, 3, 40, 40, dtype=torch.float64)
+    for grid in (5, 9, 13):
+        low = low_pass(x, grid)
+        torch.testing.assert_close(low_pass(low, grid), low)
+        torch.testing.assert_close(area_down(low, grid), area_down(x, grid))
+        assert area_down(high_pass(x, grid), grid).abs().max() < 1e-9
+    with pytest.raises(InputError, match="square"):
+        low_pass(torch.zeros(1, 3, 8, 9), 4)
+
+
+def test_windowed_attention_is_attention_within_each_window() -> None:
+    torch.manual_seed(0)
+    win = AttnBlock(8, window=4).eval()
+    glob = AttnBlock(8).eval()
+    glob.load_state_dict(win.state_dict())
+    win.norm = glob.norm = torch.nn.Identity()  # GroupNorm is per image: compare without it
+    x = torch.randn(1, 8, 8, 12)
+    with torch.no_grad():
+        y = win(x)
+        for i in range(0, 8, 4):
+            for j in range(0, 12, 4):
+                part = x[..., i : i + 4, j : j + 4]
+                torch.testing.assert_close(y[..., i : i + 4, j : j + 4], glob(part))
+        assert win(torch.randn(1, 8, 6, 10)).shape == (1, 8, 6, 10)  # padded, cropped back
+
+
+def test_whole_crops_run_through_a_patch_trained_network() -> None:
+    """Fully convolutional: the same weights take patches (training) and whole crops (restore)."""
+    cfg = PRESETS["base"]
+    model = SOVQAE(cfg).eval()
+    f = cfg.downsample_factor
+    with torch.no_grad():
+        for size in (8 * f, 16 * f):  # a patch of one attention window, and of four
+            y, q = model(torch.zeros(1, 3, size, size))
+            assert y.shape == (1, 3, size, size) and q.indices.shape == (1, size // f, size // f)
+
+
+def test_configs_written_before_the_band_split_load_as_full_regeneration() -> None:
+    old = PRESETS["tiny"].to_dict()
+    for key in ("output", "band_grid", "attn_window"):
+        old.pop(key)
+    cfg = ModelConfig.from_dict(old)
+    assert cfg.output == "full" and cfg.attn_window == 0
+    with pytest.raises(InputError, match="output"):
+        ModelConfig.from_dict({**PRESETS["tiny"].to_dict(), "output": "both"})

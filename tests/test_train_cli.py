@@ -162,3 +162,12 @@ def test_resume_without_state_says_so(tmp_path, clip):
             "--out", str(tmp_path / "m.safetensors"), "--json", env=env)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "no saved state" in r.stderr and "from scratch" in r.stderr
+
+
+def test_network_options_are_checked_before_any_work(tmp_path, clip):
+    out = tmp_path / "x.safetensors"
+    for args, word in ((["--output", "both"], "--output"), (["--generator", "auto"], "auto")):
+        line = one_line_error(run("train-identity", str(clip), *args, "--steps", "2", "--out",
+                                  str(out), "--device", "cpu"))  # fmt: skip
+        assert word in line
+    assert not out.exists()

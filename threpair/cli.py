@@ -13,7 +13,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -650,9 +650,44 @@ def train_identity(
     preset: Annotated[
         str,
         typer.Option(
-            help="Network preset: tiny, cpu64, cpu128, base, hd; auto = base on GPU, cpu64 on CPU."
+            help="Network preset: tiny (tests), small (256 px, CPU-trainable), base (256 px, "
+            "GPU), hd (512 px, GPU); auto = base on a GPU, small on a CPU."
         ),
     ] = "auto",
+    output: Annotated[
+        str,
+        typer.Option(
+            help="Network output: band (keep the generated low band, add the high band) or "
+            "full (the paper's full re-generation)."
+        ),
+    ] = "band",
+    generator: Annotated[
+        str,
+        typer.Option(
+            help="The lip-sync generator the network is for (its face resolution sets the "
+            "training degradation and the band split): wav2lip, musetalk, ... or PIXELS."
+        ),
+    ] = "wav2lip",
+    patch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Network training on random patches of this size (0 = whole crops) "
+            "[default: half the crop at 256 px and more]."
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=0, help="DataLoader processes that make training batches.")
+    ] = 0,
+    compile_net: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the training forward (GPU).")
+    ] = False,
+    patience: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Stop network training after this many validations without "
+            "improvement (0 = never)."
+        ),
+    ] = 0,
     bank_size: Annotated[int, typer.Option(help="Reference crops kept in the bank.")] = 64,
     out_path: Annotated[
         Path | None, typer.Option("--out", help="Identity file (.safetensors).")
@@ -700,6 +735,13 @@ def train_identity(
             from threpair.model import get_preset
 
             get_preset(preset)  # an unknown name fails here, before any work
+        if output not in ("band", "full"):
+            raise InputError(f"--output {output}: use band or full")
+        from threpair.generators import resolve
+
+        gen_res = resolve(generator)
+        if gen_res is None:
+            raise InputError("--generator auto: training needs a named generator or PIXELS")
         cuda = torch.cuda.is_available() and device != "cpu"
         train_net = (minutes is not None and minutes > 0) or (
             minutes is None and (steps is not None or cuda)
@@ -716,11 +758,15 @@ def train_identity(
                 highlight=False,
             )
         if train_net:
-            train_network(ident, files, target, preset, steps, minutes, resume, device,
-                          batch_size, val_fraction, clean_only, margin, show)  # fmt: skip
+            options = NetworkOptions(preset, steps, minutes, resume, device, batch_size,
+                                     val_fraction, clean_only, margin, output, gen_res,
+                                     patch_size, workers, compile_net, patience)  # fmt: skip
+            train_network(ident, files, target, options, show)
         elif show and not cuda:
             out.print("no GPU: built the reference bank only (--minutes N also trains the network)")
-        request = EngineRequest(ident, device="cpu")
+        # validate on the GPU when there is one (the reference engine at 512 px is slow on a CPU)
+        request = EngineRequest(ident, device=("cuda" if cuda else "cpu") if device == "auto"
+                                else device)  # fmt: skip
         for name in ident.engines():
             record, _ = request.gain(name, GENERATORS["wav2lip"])
             if show:
@@ -737,35 +783,65 @@ def train_identity(
         out.print(f"[green]wrote[/] {target}", highlight=False)
 
 
-def train_network(
-    ident, files, target, preset, steps, minutes, resume, device, batch_size, val_fraction,
-    clean_only, margin, show,
-) -> None:  # fmt: skip
+@dataclass(frozen=True)
+class NetworkOptions:
+    """train-identity's options for the network (see its --help)."""
+
+    preset: str
+    steps: int | None
+    minutes: float | None
+    resume: bool
+    device: str
+    batch_size: int
+    val_fraction: float
+    clean_only: bool
+    margin: float
+    output: str
+    gen_res: int
+    patch_size: int | None
+    workers: int
+    compile: bool
+    patience: int
+
+
+def train_network(ident, files, target, o: NetworkOptions, show: bool) -> None:
     """The SOVQAE part of train-identity: train on the footage's crops, embed in `ident`."""
     import torch
 
     from threpair import __version__ as version
     from threpair.data import training_crops
+    from threpair.generators import low_grid
     from threpair.identity import attach_network, network_work_path
     from threpair.model import get_preset
-    from threpair.train import TrainConfig, state_path, train
+    from threpair.train import TrainConfig, default_gen_res, default_patch, state_path, train
 
+    preset = o.preset
     if preset == "auto":
-        preset = "base" if torch.cuda.is_available() and device != "cpu" else "cpu64"
-    model_cfg = get_preset(preset)
-    crop = CropConfig(size=model_cfg.resolution, margin=margin)
+        preset = "base" if torch.cuda.is_available() and o.device != "cpu" else "small"
+    base_cfg = get_preset(preset)
+    # the generator at the real scale; test crops (tiny) scale it down with them
+    gen_res = o.gen_res if base_cfg.resolution >= 256 else default_gen_res(base_cfg.resolution)
+    grid = min(base_cfg.resolution, low_grid(gen_res, o.margin))
+    model_cfg = replace(base_cfg, output=o.output, band_grid=grid)
+    crop = CropConfig(size=model_cfg.resolution, margin=o.margin)
     cfg = PipelineConfig(crop=crop)
+    steps, minutes, device, batch_size = o.steps, o.minutes, o.device, o.batch_size
+    resume, val_fraction = o.resume, o.val_fraction
     n_steps = steps if steps is not None else 100_000 if minutes else 3000
+    patch = default_patch(model_cfg.resolution) if o.patch_size is None else o.patch_size
     train_cfg = TrainConfig(
         steps=n_steps, minutes=minutes, batch_size=batch_size, device=device,
-        degrade_inputs=not clean_only,
+        degrade_inputs=not o.clean_only, gen_res=gen_res, margin=o.margin, patch_size=patch,
+        workers=o.workers, compile=o.compile, patience=o.patience,
     )  # fmt: skip
     with progress_bars(show) as progress:
         train_crops, val_crops, sources = training_crops(files, cfg, val_fraction, progress)
     if show:
         out.print(
             f"network: {len(train_crops)} training and {len(val_crops)} validation crops; "
-            f"preset {preset} ({model_cfg.resolution} px)",
+            f"preset {preset} ({model_cfg.resolution} px, output {model_cfg.output}, "
+            f"{'patches of ' + str(patch) + ' px' if patch else 'whole crops'}, generator "
+            f"{gen_res} px)",
             highlight=False,
         )
     metadata = {"threpair_version": version, "preset": preset, "crop": crop.to_dict(),
@@ -786,6 +862,9 @@ def train_network(
     work.unlink(missing_ok=True)
     if show:
         val = result.val
+        if result.stopped_by == "plateau":
+            out.print(f"network: validation stopped improving ({o.patience} validations "
+                      "without gain): stopped early")  # fmt: skip
         out.print(
             f"network: {result.steps} steps ({result.seconds / 60:.1f} min), its own validation "
             f"PSNR degraded {val.get('psnr_degraded', float('nan')):.2f} dB -> repaired "
@@ -818,6 +897,9 @@ def training_reporter(progress, total_steps: int, show: bool, minutes: float | N
                 progress("train", min(elapsed, minutes * 60), minutes * 60, "s")  # type: ignore[operator]
             else:
                 progress("train", step, total_steps)
+        elif kind == "plateau" and show:
+            out.print(f"step {int(event['step'])}: validation plateaued (best "
+                      f"{event['best']:.2f} dB); stopping")  # fmt: skip
         elif kind == "val" and show:
             out.print(
                 f"step {int(event['step'])}: val PSNR degraded {event['psnr_degraded']:.2f} -> "
@@ -877,7 +959,9 @@ def inspect(
     net = meta["network"]
     table.add_row("network", "none (train-identity --minutes N trains one)" if net is None else
                   f"{net['preset']} at {net['resolution']} px, {net['parameters']:,} parameters, "
-                  f"{net['training'].get('steps')} steps")  # fmt: skip
+                  f"{net['training'].get('steps')} steps, output {net.get('output')}"
+                  + (f" (low band kept on {net.get('band_grid')} cells)"
+                     if net.get("output") == "band" else ""))  # fmt: skip
     if net is not None:
         for k, v in (net["training"].get("theory") or {}).items():
             table.add_row(f"theory.{k}", f"{v:.4g}" if isinstance(v, float) else str(v))

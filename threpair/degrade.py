@@ -164,12 +164,17 @@ def random_degradation(
     jpeg_range: tuple[int, int] = (50, 95),
     max_color: float = 6.0,
     max_shift: float = 0.5,
+    box: tuple[float, float, float, float] | None = None,
+    box_jitter: float = 0.03,
 ) -> np.ndarray:
     """Random generator-like degradation for degradation-aware training; deterministic given rng.
 
     gen_res is drawn uniformly from gen_res_range (inclusive). With probability p_clean the crop
     is returned unchanged (so clean input stays clean); p_box: a random face box inside the
     crop, else the whole crop; then random blur, noise, JPEG, colour shift and sub-pixel shift.
+    `box` (fractions x0, y0, x1, y1, e.g. generators.crop_box): the generator's face box is
+    known, so it is always rendered, each side moved by up to `box_jitter` of the crop
+    (detectors differ) and p_box is unused: the real degradation at the real scale.
     Every random draw is made whatever the branch, so one crop's draws never change the next's.
     """
     lo, hi = int(gen_res_range[0]), int(gen_res_range[1])
@@ -193,11 +198,18 @@ def random_degradation(
     noise_rng = np.random.default_rng(rng.integers(2**63))
     if u[0] < p_clean:
         return crop.copy()
+    if box is not None:
+        # reuse the box draws as jitter in [-1, 1] per side (same number of draws)
+        mid = (0.075, 0.1, 0.925, 0.925)
+        half = (0.075, 0.1, 0.075, 0.075)
+        box_frac = tuple(
+            float(b + box_jitter * (r - m) / h) for b, r, m, h in zip(box, box_frac, mid, half)
+        )  # type: ignore[assignment]
     return lipsync_like(
         crop,
         gen_res,
         noise_rng,
-        box=box_frac if u[1] < p_box else None,
+        box=box_frac if (box is not None or u[1] < p_box) else None,
         lower_half=bool(u[2] < p_lower_half),
         blur_sigma=blur if u[3] < 0.5 else 0.0,
         noise_std=noise if u[4] < 0.5 else 0.0,

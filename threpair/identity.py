@@ -381,6 +381,8 @@ def summary(ident: Identity) -> dict[str, Any]:
         net = {
             "preset": ident.network_meta.get("preset"),
             "resolution": ident.network_config.resolution,
+            "output": ident.network_config.output,
+            "band_grid": ident.network_config.band_grid,
             "parameters": n,
             "training": {
                 k: ident.network_meta.get("training", {}).get(k)

@@ -73,7 +73,8 @@ class IdentityModel:
 
     `precision`: "auto" runs the network under fp16 autocast on CUDA and bf16 autocast on
     CPUs with native bf16 (measured 1.3-2.5x faster than fp32 on this project's AVX512-BF16
-    machines, outputs 39-41 dB PSNR from fp32's: bench/results/precision.md), else fp32.
+    machines with the retired 64-px presets, outputs 39-41 dB PSNR from fp32's; `python
+    bench/precision.py --model CKPT` measures a checkpoint), else fp32.
     Code assignment is fp32 in every mode (quantize.py).
     """
 
@@ -157,7 +158,7 @@ class IdentityModel:
         with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
             z = self.model.encode(x)
             q = self._quantize_sequence(z)
-            y = self.model.decode(q.z_q)
+            y = self.model.combine(x, self.model.decode(q.z_q))
         if q.indices is not None:
             self._prev = q.indices[-1]
             self._record(q)

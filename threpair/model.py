@@ -1,13 +1,23 @@
 """SOVQAE: an identity-specific VQGAN-style autoencoder, built from one dataclass config.
 
 Conventions for every public entry point: images are float tensors (B, 3, H, W), RGB, values in
-[-1, 1] (uint8 / 127.5 - 1), H = W = `cfg.resolution`; the decoder output is not clamped (clamp
-to [-1, 1] before converting back to uint8). Latents are (B, code_dim, H / f, W / f) with
-f = `cfg.downsample_factor`. dtype: fp32 weights; run under torch.autocast for fp16/bf16.
+[-1, 1] (uint8 / 127.5 - 1), square, H a multiple of `cfg.downsample_factor` (the network is
+fully convolutional: trained on patches, run on whole crops of `cfg.resolution`); the output
+is not clamped (clamp to [-1, 1] before converting back to uint8). Latents are
+(B, code_dim, H / f, W / f) with f = `cfg.downsample_factor`. dtype: fp32 weights; run under
+torch.autocast for fp16/bf16.
 
 Architecture (the paper's appendix, VQGAN-like). Encoder: conv, residual blocks with
-downsampling between levels, then residual block, non-local self-attention block, residual
-block, GroupNorm + Swish + conv. The decoder mirrors it.
+downsampling between levels, then residual block, self-attention block, residual block,
+GroupNorm + Swish + conv. The decoder mirrors it. The attention is windowed
+(`attn_window` latent cells; 0 = global over the whole input, the paper's non-local block):
+a global block would see a training patch at training and a whole crop at restore, so it
+would not behave the same on both; windows of the same size do.
+
+Output (`cfg.output`): "band" (the default) = low_pass(input) + high_pass(decoder output) on
+the grid `band_grid` (bands.py): the input's low band, the generator's mouth shape, passes
+through exactly and the codebook holds only the person's high-band texture. "full" = the
+decoder output itself, the paper's full re-generation.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from threpair.bands import grid_for, high_pass, low_pass
 from threpair.errors import InputError
 from threpair.quantize import QuantizeResult, VectorQuantizer
 
@@ -28,13 +39,14 @@ from threpair.quantize import QuantizeResult, VectorQuantizer
 class ModelConfig:
     """Everything needed to rebuild the network; saved in each checkpoint's header."""
 
-    resolution: int = 64  # square crop size in pixels
+    resolution: int = 64  # square crop size in pixels (whole crops at restore)
     in_channels: int = 3
     base_channels: int = 64
     # one entry per level; downsample_factor = 2 ** (len(channel_mult) - 1)
     channel_mult: tuple[int, ...] = (1, 2, 2)
     num_res_blocks: int = 1  # per level (the decoder uses one more, as in VQGAN)
-    attention: bool = True  # non-local self-attention block in the bottleneck (both sides)
+    attention: bool = True  # self-attention block in the bottleneck (both sides)
+    attn_window: int = 0  # attention within windows of this many latent cells; 0 = global
     code_dim: int = 64  # D: channels of a latent vector / codebook entry
     codebook_size: int = 512  # K
     use_vq: bool = True  # False: same network without quantization (plain AE baseline)
@@ -46,6 +58,11 @@ class ModelConfig:
     reg_weight: float = 1.0  # weight of the min-distance regularizer; 0 = plain VQ-AE
     dead_code_after: int = 100  # restart a code unused for this many steps; 0 = never
     dropout: float = 0.0
+    # "band": output = low_pass(input) + high_pass(decoder); "full": the decoder output
+    output: str = "band"
+    # cells of the low-band grid across a whole crop of `resolution` px: generators.low_grid
+    # of the generator the identity is for (Wav2Lip: 96 px over a 1.5-box crop -> 72)
+    band_grid: int = 72
 
     def __post_init__(self) -> None:
         if not self.channel_mult:
@@ -60,6 +77,13 @@ class ModelConfig:
             raise InputError("codebook_size must be >= 2, code_dim and base_channels >= 1")
         if self.delta < 0 or self.reg_weight < 0 or self.beta < 0:
             raise InputError("delta, reg_weight and beta must be >= 0")
+        if self.output not in ("band", "full"):
+            raise InputError(f"output {self.output!r}: use 'band' (band split) or 'full'")
+        if not 2 <= self.band_grid <= self.resolution or self.attn_window < 0:
+            raise InputError(
+                f"band_grid {self.band_grid} must be between 2 and the resolution "
+                f"{self.resolution}; attn_window >= 0"
+            )
 
     @property
     def downsample_factor(self) -> int:
@@ -76,55 +100,69 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
-        """Inverse of `to_dict`; unknown keys raise InputError (a config from another version)."""
+        """Inverse of `to_dict`; unknown keys raise InputError (a config from another version).
+
+        Configs written before the band split (no "output" key) were full re-generation
+        networks with global attention: they load as such."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise InputError(f"unknown model config keys {unknown}: written by another threpair?")
         d = dict(d)
+        if "output" not in d:
+            d["output"] = "full"
+            d.setdefault("band_grid", max(2, min(72, int(d.get("resolution", 64)))))
         if "channel_mult" in d:
             d["channel_mult"] = tuple(int(m) for m in d["channel_mult"])
         return cls(**d)
 
 
+# The real scale: 256-px crops (the face box, 1.5 crops wide, at ~171 px) and a Wav2Lip-like
+# generator that rendered the face box at 96 px: the low band on generators.low_grid(96, 1.5)
+# = 72 cells passes through, the network adds what lies above it. f = 8: with the band
+# split the codes carry only high-band texture, 8 x 8-px cells of it (the paper's f = 16
+# re-generated the whole face from 16 x 16-px cells). Windowed attention (8 x 8 latent
+# cells = 64 px) behaves alike on training patches and whole crops.
 _BASE = ModelConfig(
     resolution=256,
     base_channels=64,
-    channel_mult=(1, 1, 2, 2, 4),
+    channel_mult=(1, 2, 2, 4),
     num_res_blocks=2,
-    code_dim=256,
+    attn_window=8,
+    code_dim=64,
     codebook_size=1024,
+    band_grid=72,
 )
 
 PRESETS: dict[str, ModelConfig] = {
-    # tests only: a training step in a few tens of ms on one core
+    # tests only: a training step in a few tens of ms on one core (32 px; the generator
+    # scaled down with it: 12 px over the face box, low band on 9 cells)
     "tiny": ModelConfig(
         resolution=32,
         base_channels=16,
         channel_mult=(1, 2),
+        attn_window=4,
         code_dim=16,
         codebook_size=64,
         dead_code_after=20,
+        band_grid=9,
     ),
-    # CPU stand-in (design notes): 64 px, f=4, 512 codes of dim 64, ~2M parameters
-    "cpu64": ModelConfig(
-        resolution=64,
-        base_channels=48,
+    # the real scale that a CPU can at least train (tests, small jobs): 256 px, f = 4,
+    # 512 codes of dim 64, no attention, ~0.7M parameters (design notes: ~0.75 steps/s on
+    # 64-px patches, batch 16, one core)
+    "small": ModelConfig(
+        resolution=256,
+        base_channels=32,
         channel_mult=(1, 2, 2),
+        attention=False,
         code_dim=64,
         codebook_size=512,
+        band_grid=72,
     ),
-    # CPU stand-in at 128 px (f=8): trainable on CPU, slowly
-    "cpu128": ModelConfig(
-        resolution=128,
-        base_channels=32,
-        channel_mult=(1, 2, 2, 4),
-        code_dim=64,
-        codebook_size=1024,
-    ),
-    # the real scale (GPU): 256 px, 4 downsamplings as in the paper
+    # GPU: 256 px (see _BASE)
     "base": _BASE,
-    # 512 px with the same network and 4 downsamplings (32 x 32 latents): 4x base's compute
+    # GPU: 512 px crops (faces of 1080p video at their own pixels), the same network and
+    # cells per pixel: 64 x 64 latents, 4x base's compute per crop
     "hd": replace(_BASE, resolution=512),
 }
 
@@ -165,19 +203,36 @@ class ResBlock(nn.Module):
 
 
 class AttnBlock(nn.Module):
-    """Non-local block: single-head self-attention over all h*w positions."""
+    """Single-head self-attention over all h*w positions (window 0), or within
+    non-overlapping windows of `window` x `window` positions (inputs not a multiple of the
+    window are padded by replication; the padding is cropped off again)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, window: int = 0) -> None:
         super().__init__()
+        self.window = window
         self.norm = _norm(channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, 1, c, h * w).transpose(-1, -2).unbind(1)
-        y = F.scaled_dot_product_attention(q, k, v)  # (b, 1, hw, c)
-        return x + self.proj(y.transpose(-1, -2).reshape(b, c, h, w))
+        qkv = self.qkv(self.norm(x))
+        win = self.window
+        if win <= 0 or (h <= win and w <= win):
+            q, k, v = qkv.reshape(b, 3, 1, c, h * w).transpose(-1, -2).unbind(1)
+            y = F.scaled_dot_product_attention(q, k, v)  # (b, 1, hw, c)
+            return x + self.proj(y.transpose(-1, -2).reshape(b, c, h, w))
+        ph, pw = -h % win, -w % win
+        if ph or pw:
+            qkv = F.pad(qkv, (0, pw, 0, ph), mode="replicate")
+        nh, nw = (h + ph) // win, (w + pw) // win
+        # (b, 3c, nh*win, nw*win) -> (b*nh*nw, 3, 1, win*win, c)
+        t = qkv.reshape(b, 3, c, nh, win, nw, win).permute(0, 3, 5, 1, 4, 6, 2)
+        q, k, v = t.reshape(b * nh * nw, 3, 1, win * win, c).unbind(1)
+        y = F.scaled_dot_product_attention(q, k, v)  # (b*nh*nw, 1, win*win, c)
+        y = y.reshape(b, nh, nw, win, win, c).permute(0, 5, 1, 3, 2, 4)
+        y = y.reshape(b, c, nh * win, nw * win)[:, :, :h, :w]
+        return x + self.proj(y)
 
 
 class Downsample(nn.Module):
@@ -198,10 +253,10 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
-def _mid(channels: int, attention: bool, dropout: float) -> nn.Sequential:
+def _mid(channels: int, attention: bool, window: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(
         ResBlock(channels, channels, dropout),
-        AttnBlock(channels) if attention else nn.Identity(),
+        AttnBlock(channels, window) if attention else nn.Identity(),
         ResBlock(channels, channels, dropout),
     )
 
@@ -220,7 +275,7 @@ class Encoder(nn.Module):
             if i < len(ch) - 1:
                 blocks.append(Downsample(cin))
         self.down = nn.Sequential(*blocks)
-        self.mid = _mid(cin, cfg.attention, cfg.dropout)
+        self.mid = _mid(cin, cfg.attention, cfg.attn_window, cfg.dropout)
         self.norm_out = _norm(cin)
         self.conv_out = nn.Conv2d(cin, cfg.code_dim, 3, padding=1)
 
@@ -235,7 +290,7 @@ class Decoder(nn.Module):
         ch = [cfg.base_channels * m for m in cfg.channel_mult]
         cin = ch[-1]
         self.conv_in = nn.Conv2d(cfg.code_dim, cin, 3, padding=1)
-        self.mid = _mid(cin, cfg.attention, cfg.dropout)
+        self.mid = _mid(cin, cfg.attention, cfg.attn_window, cfg.dropout)
         blocks: list[nn.Module] = []
         for i in reversed(range(len(ch))):
             for _ in range(cfg.num_res_blocks + 1):
@@ -254,6 +309,12 @@ class Decoder(nn.Module):
 
 # ----------------------------------------------------------------------------- the model
 
+# the band network's output layer starts at this fraction of its default init (1 = the
+# default). Measured on anchor_de_20s (small, 256 px, CPU): with 0 (start exactly at the
+# input's low band) the codebook collapsed within 20 steps (0.4% of codes used), with 1 by
+# step 40 (0.6%): the init is not the cause; train.TrainConfig.aux_full_weight is the cure
+BAND_INIT_SCALE = 1.0
+
 
 class SOVQAE(nn.Module):
     """Space-optimized VQ autoencoder. Randomly initialised: use `checkpoint.load` for weights."""
@@ -263,6 +324,10 @@ class SOVQAE(nn.Module):
         self.cfg = cfg
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
+        if cfg.output == "band" and BAND_INIT_SCALE != 1.0:
+            with torch.no_grad():
+                self.decoder.conv_out.weight.mul_(BAND_INIT_SCALE)
+                self.decoder.conv_out.bias.zero_()
         self.quantizer: VectorQuantizer | None = None
         if cfg.use_vq:
             self.quantizer = VectorQuantizer(
@@ -308,15 +373,34 @@ class SOVQAE(nn.Module):
         return self.quantizer(z, prev_indices=prev_indices, margin=margin)
 
     def decode(self, z_q: Tensor) -> Tensor:
-        """(B, code_dim, h, w) -> images (B, 3, h*f, w*f), nominally in [-1, 1] (not clamped)."""
+        """(B, code_dim, h, w) -> the decoder's images (B, 3, h*f, w*f), nominally in [-1, 1]
+        (not clamped). For a band-split network this is only its high band's source: pass
+        it through `combine` with the input."""
         return self.decoder(z_q)
 
+    def band_grid_for(self, size: int) -> int:
+        """Low-band grid of an input `size` px wide (a patch has the crop's cells per pixel)."""
+        return grid_for(size, self.cfg.band_grid, self.cfg.resolution)
+
+    def combine(self, x: Tensor, decoded: Tensor) -> Tensor:
+        """The network's output from its input x and its decoder's images (both (B, 3, S, S)):
+        band split: low_pass(x) + high_pass(decoded), in fp32, so area_down(output, grid)
+        equals area_down(x, grid) up to float rounding; full: `decoded` itself."""
+        if self.cfg.output == "full":
+            return decoded
+        g = self.band_grid_for(int(x.shape[-1]))
+        return low_pass(x.float(), g) + high_pass(decoded.float(), g)
+
     def forward(
-        self, x: Tensor, prev_indices: Tensor | None = None, margin: float = 0.0
-    ) -> tuple[Tensor, QuantizeResult]:
-        """(B, 3, H, W) in [-1, 1] -> (reconstruction (B, 3, H, W), QuantizeResult)."""
+        self, x: Tensor, prev_indices: Tensor | None = None, margin: float = 0.0,
+        with_decoded: bool = False,
+    ) -> tuple[Tensor, QuantizeResult] | tuple[Tensor, QuantizeResult, Tensor]:
+        """(B, 3, S, S) in [-1, 1] -> (output (B, 3, S, S), QuantizeResult); with_decoded:
+        also the decoder's own images (training's auxiliary loss)."""  # fmt: skip
         q = self.quantize(self.encode(x), prev_indices=prev_indices, margin=margin)
-        return self.decode(q.z_q), q
+        decoded = self.decode(q.z_q)
+        out = self.combine(x, decoded)
+        return (out, q, decoded) if with_decoded else (out, q)
 
 
 def num_parameters(module: nn.Module) -> int:

@@ -1,11 +1,17 @@
 """Train an identity-specific SOVQAE on face crops: one explicit loop (nanoGPT style).
 
 Per step: sample a batch (clean crops as targets; generator-like degraded copies as inputs when
-`degrade_inputs`), reconstruction + perceptual-or-fallback + VQ + regularizer (+ GAN after
-`disc_start`), AMP (fp16 + GradScaler on CUDA, fp32 on CPU), gradient clipping, EMA of weights,
-dead-code restart. Periodically: validation of the EMA model, a sample grid PNG, a resumable state
-file. At the end: the theory numbers (delta_min, eps_max, L, NRoUB) and the EMA model written
-with `checkpoint.save`.
+`degrade_inputs`: the face box rendered at about `gen_res` px plus blur, noise, JPEG, colour and
+shift; then random `patch_size` patches of both, centred in the face box), reconstruction +
+perceptual-or-fallback + VQ + regularizer (+ GAN after `disc_start`), AMP (bf16 on GPUs that
+have it, else fp16 + GradScaler; fp32 on CPU), channels_last and optional torch.compile on
+CUDA, gradient clipping, EMA of weights, dead-code restart. Batches are made by `workers`
+DataLoader processes on the host's cores (a pure function of the step, so workers change
+nothing but speed). Periodically: validation of the EMA model on whole crops at the real
+degradation (`generators.simulate`: the face box rendered at `gen_res`), a sample grid PNG, a
+resumable state file; a plateau detector stops the run when validation has not improved by
+`min_improvement` dB for `patience` validations. At the end: the theory numbers (delta_min,
+eps_max, L, NRoUB) and the EMA model written with `checkpoint.save`.
 
 Determinism: batch indices, degradations and code restarts depend only on (seed, step, rank),
 and the state file holds everything else, so a resumed run is bit-identical to an uninterrupted
@@ -39,8 +45,11 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from threpair import checkpoint
-from threpair.degrade import random_degradation, simulate_generator
+from threpair.bands import area_down
+from threpair.config import CropConfig
+from threpair.degrade import random_degradation
 from threpair.errors import CheckpointError, InputError
+from threpair.generators import crop_box, simulate
 from threpair.losses import (
     LossConfig,
     PatchDiscriminator,
@@ -72,8 +81,22 @@ class TrainConfig:
     ema_decay: float = 0.999  # with warm-up: min(decay, (1 + step) / (10 + step))
     seed: int = 0
     degrade_inputs: bool = True  # False: the paper's way (clean crops in, clean crops out)
-    gen_res: int | None = None  # simulated generator resolution; None: resolution * 96 / 256
+    # the generator's face-box render resolution (the reference engine's --generator), used
+    # for training degradations and validation; None: default_gen_res (Wav2Lip's 96 px)
+    gen_res: int | None = None
     gen_res_jitter: float = 0.25  # training draws gen_res from gen_res * (1 +- jitter)
+    margin: float = 1.5  # crop side in face boxes (where the generator's box lies)
+    patch_size: int = 0  # train on random patches of this size (px); 0 = whole crops
+    workers: int = 0  # DataLoader processes that make the batches; 0 = in the loop
+    compile: bool = False  # torch.compile the network's training forward (CUDA)
+    channels_last: bool = True  # channels_last memory format on CUDA
+    # band networks: weight of an L2 loss on the decoder's own full image (before the band
+    # split). Without it the high band alone gives the encoder too little signal and the
+    # codebook collapses (anchor_de_20s, small: 0.6% of codes used at step 40); with it the
+    # codes keep describing the whole crop, as a full network's do. 0 = off
+    aux_full_weight: float = 1.0
+    patience: int = 0  # stop after this many validations without improvement; 0 = never
+    min_improvement: float = 0.05  # dB of validation face PSNR that count as improvement
     # random similarity jitter of each training crop (scale 1 +- j, shift +- j/2 of the side,
     # roll +- 50 j degrees), the same for input and target: restore frames its crops on the
     # degraded video, where the detector's box is a few % off. Measured on anchor_de_20s
@@ -98,6 +121,8 @@ class TrainConfig:
             raise InputError("steps must be >= 0 and batch_size >= 1")
         if self.amp not in ("auto", "fp32", "bf16", "fp16"):
             raise InputError(f"amp must be auto, fp32, bf16 or fp16, got {self.amp!r}")
+        if self.patch_size < 0 or self.workers < 0 or self.patience < 0:
+            raise InputError("patch_size, workers and patience must be >= 0")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -107,7 +132,7 @@ class TrainConfig:
 _TRAJECTORY_FIELDS = (
     "batch_size", "lr", "betas", "warmup_steps", "grad_clip", "ema_decay", "seed",
     "degrade_inputs", "gen_res", "gen_res_jitter", "geo_jitter", "hflip", "loss",
-    "disc_start", "amp",
+    "disc_start", "amp", "margin", "patch_size", "aux_full_weight",
 )  # fmt: skip
 
 
@@ -116,7 +141,7 @@ class TrainResult:
     checkpoint: Path
     steps: int  # total steps done (including those before a resume)
     seconds: float  # total training wall time (including before a resume)
-    stopped_by: str  # "steps" or "minutes"
+    stopped_by: str  # "steps", "minutes" or "plateau"
     val: dict[str, float]  # last validation
     history: list[dict[str, float]]  # all validations
     theory: dict[str, float]  # delta_min, eps_max, lipschitz, nroub, ... (see theory_numbers)
@@ -133,8 +158,14 @@ def samples_path(out_path: Path) -> Path:
 
 
 def default_gen_res(resolution: int) -> int:
-    """Wav2Lip's 96 px face inside a 256-px model, scaled to this resolution."""
-    return max(4, round(resolution * 96 / 256))
+    """Wav2Lip's 96-px face box at the real scale (crops of 256 px and more); smaller test
+    crops (the tiny preset) scale it down with them, so they still see a degradation."""
+    return max(4, min(96, round(resolution * 96 / 256)))
+
+
+def default_patch(resolution: int) -> int:
+    """Training patch size for a preset: half the crop at the real scale (whole crops below)."""
+    return resolution // 2 if resolution >= 256 else 0
 
 
 # ----------------------------------------------------------------------------- data
@@ -176,7 +207,10 @@ def jitter_framing(crop: np.ndarray, rng: np.random.Generator, j: float) -> np.n
 def sample_batch(
     crops: np.ndarray, cfg: TrainConfig, gen_res: int, step: int, rank: int, world: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(inputs, targets) uint8 (B, S, S, 3) for this step; a pure function of (seed, step, rank).
+    """(inputs, targets) uint8 (B, P, P, 3) for this step; a pure function of (seed, step, rank).
+    P = cfg.patch_size (whole crops when 0): whole crops are degraded (the generator's box
+    needs the crop around it), then the same random patch, centred inside the face box, is
+    cut from input and target.
 
     Each rank draws from its own shard (every world-th crop) so ranks see different data.
     """
@@ -189,13 +223,60 @@ def sample_batch(
         target = np.where(flip[:, None, None, None], target[:, :, ::-1], target)
     if cfg.geo_jitter > 0:
         target = np.stack([jitter_framing(c, rng, cfg.geo_jitter) for c in target])
-    if not cfg.degrade_inputs:
-        return target, target
-    j = cfg.gen_res_jitter
-    lo = max(2, math.floor(gen_res * (1 - j)))
-    hi = max(lo, min(crops.shape[1], math.ceil(gen_res * (1 + j))))
-    inputs = np.stack([random_degradation(c, rng, (lo, hi)) for c in target])
+    size = crops.shape[1]
+    box = crop_box(CropConfig(size=size, margin=cfg.margin))
+    if cfg.degrade_inputs:
+        j = cfg.gen_res_jitter
+        lo = max(2, math.floor(gen_res * (1 - j)))
+        hi = max(lo, math.ceil(gen_res * (1 + j)))
+        inputs = np.stack([random_degradation(c, rng, (lo, hi), box=box) for c in target])
+    else:
+        inputs = target
+    p = cfg.patch_size
+    if 0 < p < size:
+        x0, y0, x1, y1 = (v * size for v in box)
+        cx = rng.uniform(x0, x1, len(target))
+        cy = rng.uniform(y0, min(y1, size), len(target))
+        left = np.clip(np.round(cx - p / 2), 0, size - p).astype(int)
+        top = np.clip(np.round(cy - p / 2), 0, size - p).astype(int)
+        cut = lambda a: np.stack([a[i, t : t + p, l : l + p] for i, (t, l) in  # noqa: E731
+                                  enumerate(zip(top, left))])  # fmt: skip
+        inputs, target = cut(inputs), cut(target)
     return inputs, target
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Batch number `step` as uint8 tensors (inputs, targets) (B, P, P, 3): `sample_batch`
+    behind a Dataset, so DataLoader workers on the host's cores can make them ahead of the
+    GPU (the crops are shared with forked workers, not copied)."""
+
+    def __init__(
+        self, crops: np.ndarray, cfg: TrainConfig, gen_res: int, rank: int, world: int
+    ) -> None:
+        self.crops, self.cfg, self.gen_res, self.rank, self.world = crops, cfg, gen_res, rank, world
+
+    def __len__(self) -> int:
+        return self.cfg.steps
+
+    def __getitem__(self, step: int) -> tuple[Tensor, Tensor]:
+        x, y = sample_batch(self.crops, self.cfg, self.gen_res, step, self.rank, self.world)
+        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+
+
+def batches(
+    crops: np.ndarray, cfg: TrainConfig, gen_res: int, start: int, rank: int, world: int,
+    pin: bool,
+) -> Any:
+    """Iterator over the batches of steps start, start + 1, ... (see StepBatches)."""  # fmt: skip
+    ds = StepBatches(crops, cfg, gen_res, rank, world)
+    if cfg.workers == 0:
+        return (ds[i] for i in range(start, cfg.steps))
+    return iter(
+        torch.utils.data.DataLoader(
+            ds, batch_size=None, sampler=range(start, cfg.steps), num_workers=cfg.workers,
+            pin_memory=pin, prefetch_factor=4, persistent_workers=False,
+        )
+    )  # fmt: skip
 
 
 def _evenly(n_total: int, n_max: int) -> np.ndarray:
@@ -220,18 +301,29 @@ def evaluate(
     device: torch.device,
     autocast_dtype: torch.dtype | None,
     batch_size: int = 32,
+    margin: float = 1.5,
 ) -> tuple[dict[str, float], tuple[np.ndarray, np.ndarray]]:
-    """Validation numbers of `model` on uint8 crops, and (degraded, restored) uint8 images.
+    """Validation numbers of `model` on whole uint8 crops, and (degraded, restored) images.
 
-    psnr_degraded: degraded crop vs real (what the generator gives); psnr_repair: restored from
-    the degraded crop vs real; psnr_recon: clean crop through the model vs real. For VQ models
-    also code_agreement (fraction of positions where the degraded crop gets the clean crop's
-    code), within_radius (fraction of degraded-input latents within delta_min/2 of their code),
-    and codebook usage on the clean crops.
+    The real degradation: the generator's face box (`margin` crops) rendered at `gen_res`
+    (`generators.simulate`, as the identity's validation does). PSNRs in dB over the face
+    box (outside it the degraded crop is the real one): psnr_degraded (degraded vs real),
+    psnr_repair (restored from the degraded crop vs real), psnr_recon (clean crop through the
+    model vs real); the same over the mouth (psnr_mouth_degraded, psnr_mouth_repair), and
+    psnr_low_band: the restored crop against its degraded input on the network's low-band
+    grid (how far the generated mouth shape moved; a band-split network keeps it, ~inf).
+    For VQ models also code_agreement (fraction of positions where the degraded crop gets the
+    clean crop's code), within_radius (fraction of degraded-input latents within delta_min/2
+    of their code), and codebook usage on the clean crops.
     """
+    from threpair.engines import region_masks
+    from threpair.metrics import psnr
+
     was_training = model.training
     model.eval()
-    degraded = np.stack([simulate_generator(c, gen_res) for c in crops])
+    size = crops.shape[1]
+    crop = CropConfig(size=size, margin=margin)
+    degraded = np.stack([simulate(c, gen_res, crop) for c in crops])
     restored, recon, agree, within, idx_all = [], [], [], [], []
     for s in range(0, len(crops), batch_size):
         xd = to_tensor(degraded[s : s + batch_size], device)
@@ -248,10 +340,22 @@ def evaluate(
             within.append((qd.distances < qd.delta_min / 2).float().flatten().cpu())
             idx_all.append(qc.indices.flatten().cpu())
     restored_np, recon_np = np.concatenate(restored), np.concatenate(recon)
+    face, mouth = region_masks(size, crop)
+
+    def mean(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None) -> float:
+        return float(np.mean([min(psnr(x, y, mask=mask), 100.0) for x, y in zip(a, b)]))
+
+    grid = model.band_grid_for(size)
+    low = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).double()  # noqa: E731
+    low_err = (area_down(low(restored_np), grid) - area_down(low(degraded), grid)).pow(2)
+    low_mse = float(low_err.flatten(1).mean(1).clamp_min(1e-10).mean())
     out = {
-        "psnr_degraded": psnr_uint8(degraded, crops),
-        "psnr_repair": psnr_uint8(restored_np, crops),
-        "psnr_recon": psnr_uint8(recon_np, crops),
+        "psnr_degraded": mean(degraded, crops, face),
+        "psnr_repair": mean(restored_np, crops, face),
+        "psnr_recon": mean(recon_np, crops, face),
+        "psnr_mouth_degraded": mean(degraded, crops, mouth),
+        "psnr_mouth_repair": mean(restored_np, crops, mouth),
+        "psnr_low_band": min(100.0, 10 * math.log10(255.0**2 / low_mse)),
     }
     if idx_all:
         out["code_agreement"] = float(torch.cat(agree).mean())
@@ -366,8 +470,10 @@ def _resolve_device(name: str, local_rank: int) -> torch.device:
 
 
 def _resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    if amp == "auto":
-        return torch.float16 if device.type == "cuda" else None
+    if amp == "auto":  # bf16 needs no loss scaling: preferred where the GPU has it
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if amp == "fp16" and device.type != "cuda":
         raise InputError("fp16 training needs CUDA; on CPU use amp='fp32' or 'bf16'")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
@@ -443,6 +549,12 @@ def train(
     _check_crops("training", train_crops, model_cfg.resolution)
     _check_crops("validation", val_crops, model_cfg.resolution)
     gen_res = tc.gen_res or default_gen_res(model_cfg.resolution)
+    f = model_cfg.downsample_factor
+    if tc.patch_size and (tc.patch_size % f or tc.patch_size > model_cfg.resolution):
+        raise InputError(
+            f"patch size {tc.patch_size}: use a multiple of the network's downsampling factor "
+            f"{f} up to the crop size {model_cfg.resolution} (0 = whole crops)"
+        )
 
     # ---- distributed setup (torchrun sets WORLD_SIZE / RANK / LOCAL_RANK)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -464,6 +576,8 @@ def train(
     # ---- model, EMA copy, discriminator, optimizers
     torch.manual_seed(tc.seed)
     raw = SOVQAE(model_cfg).to(device)
+    if device.type == "cuda" and tc.channels_last:
+        raw = raw.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(raw).eval().requires_grad_(False)
     disc_raw = PatchDiscriminator(
         3, tc.loss.disc_channels or model_cfg.base_channels, tc.loss.disc_layers
@@ -474,6 +588,9 @@ def train(
         ids = [device.index] if device.type == "cuda" else None
         model = DDP(raw, device_ids=ids)
         disc = DDP(disc_raw, device_ids=ids)
+    if tc.compile:
+        # the training forward only; EMA, validation and checkpoints use the plain modules
+        model = torch.compile(model)
     opt_g = torch.optim.Adam(raw.parameters(), lr=tc.lr, betas=tc.betas)
     opt_d = torch.optim.Adam(disc_raw.parameters(), lr=tc.lr, betas=tc.betas)
     scaler_g = torch.amp.GradScaler(device.type, enabled=use_scaler)
@@ -492,6 +609,9 @@ def train(
         model_cfg.delta,
         model_cfg.dead_code_after,
     )
+    if model_cfg.output == "band":
+        losses.append(f"band split on {model_cfg.band_grid} cells; auxiliary: the decoder's full "
+                      f"image {tc.loss.rec.upper()} x{tc.aux_full_weight:g}")  # fmt: skip
 
     # ---- resume
     spath = state_path(out_path)
@@ -548,7 +668,9 @@ def train(
         nonlocal last_val
         if not master:
             return
-        metrics, (deg, res) = evaluate(ema, val_sel, gen_res, device, autocast_dtype)
+        metrics, (deg, res) = evaluate(
+            ema, val_sel, gen_res, device, autocast_dtype, margin=tc.margin
+        )
         last_val = {"step": float(step), "elapsed": float(elapsed), **metrics}
         history.append(last_val)
         if tc.sample_rows > 0:
@@ -558,8 +680,18 @@ def train(
     emit({
         "event": "start", "losses": losses, "parameters": num_parameters(raw),
         "device": str(device), "amp": str(autocast_dtype), "world_size": world,
-        "resumed_from": resumed_from, "gen_res": gen_res,
+        "resumed_from": resumed_from, "gen_res": gen_res, "output": model_cfg.output,
+        "patch_size": tc.patch_size or model_cfg.resolution, "workers": tc.workers,
+        "compile": tc.compile,
     })  # fmt: skip
+
+    def plateaued() -> bool:
+        """No validation in the last `patience` improved on the best before them."""
+        p = tc.patience
+        if p <= 0 or len(history) <= p:
+            return False
+        before = max(h["psnr_repair"] for h in history[:-p])
+        return max(h["psnr_repair"] for h in history[-p:]) < before + tc.min_improvement
 
     raw.train()
     stopped_by = "steps"
@@ -568,6 +700,8 @@ def train(
     t_start, elapsed_before = time.perf_counter(), elapsed
     interrupt = _DeferredInterrupt()
     in_step = False
+    pin = device.type == "cuda"
+    feed = batches(train_crops, tc, gen_res, step, rank, world, pin)
     try:
         with interrupt:
             while step < tc.steps:
@@ -578,9 +712,10 @@ def train(
                     stopped_by = "minutes"
                     break
                 in_step = True
+                inputs, targets = next(feed)
                 logs = _train_step(
                     model, raw, ema, disc, disc_raw, opt_g, opt_d, scaler_g, scaler_d, perceptual,
-                    train_crops, tc, gen_res, step, rank, world, device, autocast_dtype,
+                    inputs, targets, tc, step, device, autocast_dtype,
                 )  # fmt: skip
                 step += 1
                 elapsed = elapsed_before + time.perf_counter() - t_start
@@ -600,8 +735,15 @@ def train(
                     )
                 if tc.val_every > 0 and step % tc.val_every == 0:
                     validate()
+                    if master and plateaued():
+                        stopped_by = "plateau"
+                        emit({"event": "plateau", "step": step, "patience": tc.patience,
+                              "best": max(h["psnr_repair"] for h in history)})  # fmt: skip
                 if master and tc.state_every > 0 and step % tc.state_every == 0:
                     _save_state(spath, state_dict())
+                if _agree_stop(stopped_by == "plateau", world, device):
+                    stopped_by = "plateau"
+                    break
                 if _agree_stop(interrupt.requested, world, device):
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
@@ -661,6 +803,14 @@ def _agree_stop(flag: bool, world: int, device: torch.device) -> bool:
     return bool(t.item() > 0)
 
 
+def _to_device(batch: Tensor, device: torch.device, tc: TrainConfig) -> Tensor:
+    """uint8 (B, P, P, 3) -> float (B, 3, P, P) in [-1, 1] on `device` (channels_last on CUDA)."""
+    x = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    if device.type == "cuda" and tc.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 def _train_step(
     model: torch.nn.Module,
     raw: SOVQAE,
@@ -672,18 +822,16 @@ def _train_step(
     scaler_g: torch.amp.GradScaler,
     scaler_d: torch.amp.GradScaler,
     perceptual: torch.nn.Module | None,
-    crops: np.ndarray,
+    inputs: Tensor,
+    targets: Tensor,
     tc: TrainConfig,
-    gen_res: int,
     step: int,
-    rank: int,
-    world: int,
     device: torch.device,
     autocast_dtype: torch.dtype | None,
 ) -> dict[str, float]:
+    """One optimisation step on uint8 (B, P, P, 3) CPU tensors (pinned on CUDA)."""
     lc, mc = tc.loss, raw.cfg
-    inputs, targets = sample_batch(crops, tc, gen_res, step, rank, world)
-    x_in, x = to_tensor(inputs, device), to_tensor(targets, device)
+    x_in, x = _to_device(inputs, device, tc), _to_device(targets, device, tc)
     lr = _lr_at(step, tc)
     for opt in (opt_g, opt_d):
         for g in opt.param_groups:
@@ -694,10 +842,12 @@ def _train_step(
     )
 
     # ---- autoencoder
+    aux_w = tc.aux_full_weight if mc.output == "band" else 0.0
     with autocast:
-        x_rec, q = model(x_in)
+        x_rec, q, decoded = model(x_in, with_decoded=True)
         rec = reconstruction_loss(x_rec, x, lc.rec)
         nll = lc.rec_weight * rec
+        aux = reconstruction_loss(decoded.float(), x, lc.rec) if aux_w > 0 else None
         if perceptual is not None and lc.perceptual_weight > 0:
             perc = perceptual(x_rec, x)
             nll = nll + lc.perceptual_weight * perc
@@ -707,6 +857,8 @@ def _train_step(
         else:
             perc = torch.zeros((), device=device)
         loss = nll + q.vq_loss + mc.reg_weight * q.reg_loss
+        if aux is not None:
+            loss = loss + aux_w * aux
         g_adv = torch.zeros((), device=device)
         if use_gan:
             # the raw discriminator: its grads here are discarded, so no DDP sync is needed
@@ -757,6 +909,7 @@ def _train_step(
     return {
         "loss": float(loss.detach()),
         "rec": float(rec.detach()),
+        "aux": float(aux.detach()) if aux is not None else 0.0,
         "perc": float(perc.detach()),
         "vq": float(q.vq_loss.detach()),
         "reg": float(q.reg_loss.detach()),
