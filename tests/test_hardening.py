@@ -36,7 +36,7 @@ def test_sizes_and_rates(tmp_path, size, fps):
         assert summary.frames_with_face == 6
 
 
-def wait_for_work(proc: subprocess.Popen, folder: Path, limit: float = 120.0) -> None:
+def wait_for_work(proc: subprocess.Popen, folder: Path, limit: float = 600.0) -> None:
     """Block until the restore is writing (its hidden temp output exists in `folder`), so
     the signal lands mid-work and not during start-up, however loaded the machine is."""
     t0 = time.monotonic()
