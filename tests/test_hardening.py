@@ -36,6 +36,13 @@ def test_sizes_and_rates(tmp_path, size, fps):
         assert summary.frames_with_face == 6
 
 
+def as_from_a_terminal() -> None:
+    """Child setup: SIGINT at its default, as in a terminal. A test run started in the
+    background (`cmd &`, nohup, some CI runners) hands its children SIGINT ignored, and a
+    process that starts with SIGINT ignored rightly keeps ignoring Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def wait_for_work(proc: subprocess.Popen, folder: Path, limit: float = 600.0) -> None:
     """Block until the restore is writing (its hidden temp output exists in `folder`), so
     the signal lands mid-work and not during start-up, however loaded the machine is."""
@@ -53,6 +60,7 @@ def test_ctrl_c_leaves_no_partial_output(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "threpair", "restore", str(src), str(out), "-q"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=as_from_a_terminal,
     )  # fmt: skip
     wait_for_work(proc, tmp_path)
     proc.send_signal(signal.SIGINT)
@@ -74,6 +82,7 @@ def test_sigterm_and_sighup_are_handled_like_ctrl_c(tmp_path, long_clip, sig):
     proc = subprocess.Popen(
         [sys.executable, "-m", "threpair", "restore", str(long_clip), str(out), "-q"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=as_from_a_terminal,
     )  # fmt: skip
     wait_for_work(proc, tmp_path)
     proc.send_signal(sig)
