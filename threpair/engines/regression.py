@@ -1,7 +1,7 @@
 """Local linear regression: the person's own deconvolution, fitted in closed form.
 
-A generator's upscaling attenuates the band between half its resolution and its full
-resolution; that loss is close to linear, so a linear map from a degraded patch to the
+A generator's upscaling attenuates the band below its resolution (down to a quarter of it
+and less); that loss is close to linear, so a linear map from a degraded patch to the
 missing detail, fitted on the identity's bank (keys -> real - keys), gives much of it back
 without any training loop. Crops are aligned, so the map depends on the position: one ridge
 regression per cell of a coarse grid over the crop, and every pixel blends the predictions
@@ -13,8 +13,8 @@ of its four nearest cells with bilinear (tent) weights, so no cell edge shows.
 It complements the reference attention (engines/attention.py): attention copies real
 texture from the best-matching references (sharp, but averaged over a few matches and
 changing with them), the regression is the smooth, stable least-squares estimate of the
-attenuated band (held-out anchor frames degraded by `threpair degrade` at 96 px, 448-px
-crops: face +1.8 dB each alone, +2.9 dB blended; bench/quality.py).
+attenuated band (5 held-out anchor frames degraded by `threpair degrade` at 96 px, 448-px
+crops, face PSNR: attention alone +1.9 dB, regression alone +1.7, blended +2.7).
 """
 
 from __future__ import annotations
