@@ -43,6 +43,17 @@ def as_from_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def start_restore(src: Path, out: Path) -> subprocess.Popen:
+    """`threpair restore src out -q` in a child, once it is writing (see wait_for_work)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "threpair", "restore", str(src), str(out), "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=as_from_a_terminal,
+    )  # fmt: skip
+    wait_for_work(proc, out.parent)
+    return proc
+
+
 def wait_for_work(proc: subprocess.Popen, folder: Path, limit: float = 600.0) -> None:
     """Block until the restore is writing (its hidden temp output exists in `folder`), so
     the signal lands mid-work and not during start-up, however loaded the machine is."""
@@ -57,12 +68,7 @@ def wait_for_work(proc: subprocess.Popen, folder: Path, limit: float = 600.0) ->
 def test_ctrl_c_leaves_no_partial_output(tmp_path):
     src = make_clip(tmp_path / "long.mp4", 600, (640, 360))  # ~20 s of work
     out = tmp_path / "out.mp4"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "threpair", "restore", str(src), str(out), "-q"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=as_from_a_terminal,
-    )  # fmt: skip
-    wait_for_work(proc, tmp_path)
+    proc = start_restore(src, out)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
@@ -79,12 +85,7 @@ def long_clip(tmp_path_factory):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_and_sighup_are_handled_like_ctrl_c(tmp_path, long_clip, sig):
     out = tmp_path / "out.mp4"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "threpair", "restore", str(long_clip), str(out), "-q"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=as_from_a_terminal,
-    )  # fmt: skip
-    wait_for_work(proc, tmp_path)
+    proc = start_restore(long_clip, out)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr

@@ -166,13 +166,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[SOVQAE, 
     cfg, metadata = _parse_header(path, header)
     model = SOVQAE(cfg)
     expected = model.state_dict()
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(
-            f"{path}: could not read the weights (corrupt?): copy it again"
-        ) from e
+    tensors = read_tensors(path, "the weights")
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
@@ -190,3 +184,13 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[SOVQAE, 
         raise CheckpointError(f"{path}: weights fail their checksum (corrupt file): copy it again")
     model.load_state_dict(tensors, strict=True)
     return model.to(device).eval(), cfg, metadata
+
+
+def read_tensors(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file on the CPU; a corrupt file is a one-line
+    CheckpointError naming `what` could not be read."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: could not read {what} (corrupt?): copy it again") from e

@@ -31,11 +31,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
 
 from threpair import __version__
 from threpair.checkpoint import FORMAT_TAG as NETWORK_TAG
-from threpair.checkpoint import _digest, _jsonable, open_header, write_atomic
+from threpair.checkpoint import _digest, _jsonable, open_header, read_tensors, write_atomic
 from threpair.config import CropConfig, PipelineConfig
 from threpair.errors import CheckpointError, InputError
 from threpair.geometry import crop_matrix, warp_crop
@@ -152,13 +151,7 @@ class Identity:
         path = Path(path)
         header = read_header(path)
         body = json.loads(header["identity"])
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(
-                f"{path}: could not read its tensors (corrupt?): copy it again"
-            ) from e
+        tensors = read_tensors(path, "its tensors")
         if header.get("sha256") != _digest(tensors):
             raise CheckpointError(
                 f"{path}: tensors fail their checksum (corrupt file): copy it again"
