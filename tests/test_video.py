@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ffmpeg, make_clip
+from threpair.config import EncodeConfig
 from threpair.errors import InputError, VideoError
 from threpair.video import (
     VideoWriter,
@@ -191,6 +192,20 @@ def test_writer_copies_audio_bit_exact(tmp_path, clip):
             w.write(frame)
     assert stream_packet_hashes(out) == stream_packet_hashes(clip)
     assert probe(out).frame_count == 40
+
+
+def test_encoder_threads_reach_x264(tmp_path, clip):
+    """EncodeConfig.threads=1: one x264 thread (reproducible output: frame threads are not,
+    see EncodeConfig), as the options string x264 writes into the stream says."""
+    info = probe(clip)
+    for threads, want in ((1, b" threads=1 "), (None, b" threads=")):
+        out = tmp_path / f"t{threads}.mp4"
+        with VideoWriter(
+            out, info.width, info.height, info.fps, None, EncodeConfig(threads=threads)
+        ) as w:
+            for frame in read_frames(info):
+                w.write(frame)
+        assert want in out.read_bytes()
 
 
 def test_several_audio_streams_are_all_copied(tmp_path, clip):

@@ -741,6 +741,8 @@ def writer_args(
         cmd += ["-crf", str(encode.crf), "-preset", encode.preset]
     elif codec == "libvpx-vp9":
         cmd += ["-crf", str(encode.crf + 13), "-b:v", "0", "-row-mt", "1"]  # x264 18 ~ vp9 31
+    if encode.threads is not None:  # see EncodeConfig: 1 makes libx264 reproducible
+        cmd += ["-threads", str(encode.threads)]
     if source is not None:
         cmd += _color_args(source)
         cmd += list(plan_streams(source, out_path).args)
