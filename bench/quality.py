@@ -16,8 +16,8 @@ not run here: on a CPU it does not reach the input at this scale (../shared/docs
 "Facts measured").
 
 The knob table varies the reference engine on crops of the degraded video (crop level, no
-video I/O): the attention / regression blend, temperature, references per tile, top-k,
-search window, patch size.
+video I/O): the regression blend, temperature, references searched, top-k, search window,
+patch size, RGB matching, matching grid, and the previous session's defaults.
 """
 
 from __future__ import annotations
@@ -111,26 +111,28 @@ def knobs(ident, gen_res: int, gen: Path, real: Path) -> list[dict]:
     score = lambda x, m: float(np.mean([psnr(a, b, mask=m) for a, b in zip(x, r)]))  # noqa: E731
     rows = []
     base = AttentionConfig()
+    previous = {"factor": 2, "window": 2, "patch": 1, "tile": 16, "refs": 8, "top_k": 4,
+                "temperature": 4.0, "color": True}  # fmt: skip
     variants = {
         "default": ({}, None),
-        "attention only": ({}, (1.0, 0.0)),
+        "with the regression 0.8 / 0.3": ({}, (0.8, 0.3)),
         "regression only": ({}, (0.0, 1.0)),
-        "blend 0.8 / 0.8": ({}, (0.8, 0.8)),
-        "blend 1 / 1": ({}, (1.0, 1.0)),
         "temperature 2": ({"temperature": 2.0}, None),
-        "temperature 8": ({"temperature": 8.0}, None),
-        "refs 4": ({"refs": 4}, None),
+        "temperature 6": ({"temperature": 6.0}, None),
         "refs 16": ({"refs": 16}, None),
-        "top_k 2": ({"top_k": 2}, None),
-        "top_k 8": ({"top_k": 8}, None),
-        "window 4": ({"window": 4}, None),
-        "patch 2": ({"patch": 2}, None),
-        "luma only": ({"color": False}, None),
+        "refs 32": ({"refs": 32}, None),
+        "top_k 4": ({"top_k": 4}, None),
+        "window 2": ({"window": 2}, None),
+        "patch 1": ({"patch": 1}, None),
+        "patch 3": ({"patch": 3}, None),
+        "RGB matching": ({"color": True}, None),
+        "factor 2 (tile 16)": ({"factor": 2, "tile": 16}, None),
+        "previous defaults (session 4)": (previous, (0.6, 0.6)),
     }
     for label, (kw, blend) in variants.items():
         engine = ReferenceEngine(ident.bank, ident.crop, gen_res, replace(base, **kw))
         if blend is not None:
-            engine.blend = blend
+            engine.blend = blend  # before prepare: a regression weight above 0 fits it
         engine.prepare(g.shape[1])
         t0 = time.perf_counter()
         out = engine(g)

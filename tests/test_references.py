@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from tests.conftest import real_clip
 from threpair.config import DetectConfig, PipelineConfig
 from threpair.engines import region_masks, validate
+from threpair.engines.attention import AttentionConfig
 from threpair.engines.references import ReferenceEngine, kept_grid, resize_crops
 from threpair.engines.regression import _support, fit_local
 from threpair.errors import InputError
@@ -47,13 +48,18 @@ def lowpass(crops: np.ndarray, sigma: float) -> np.ndarray:
     return np.stack([cv2.GaussianBlur(c.astype(np.float32), (0, 0), sigma) for c in crops])
 
 
-def test_batching_does_not_change_the_output(synth):
+@pytest.mark.parametrize("refs", [None, 2])
+def test_batching_does_not_change_the_output(synth, refs):
     """8 consecutive crops in one call or in calls of 3 + 5 (one sequence): identical outputs
-    and per-frame confidence. Resetting between the 3 and the 5 does change them (the engine
-    carries the previous frame's references), so the comparison can fail."""
+    and per-frame confidence. With the default attention every reference is searched, so no
+    state is carried between frames; with 2 preselected references the engine carries the
+    previous frame's choice (hysteresis), and resetting between the 3 and the 5 does change
+    the output, so the comparison can fail."""
     bank, hold, crop = synth
     degraded = np.stack([simulate(h, GEN, crop) for h in hold[:8]])
-    engine = ReferenceEngine(bank, crop, GEN)
+    cfg = AttentionConfig() if refs is None else AttentionConfig(refs=refs)
+    assert (cfg.refs >= len(bank)) == (refs is None)
+    engine = ReferenceEngine(bank, crop, GEN, cfg=cfg)
     engine.reset()
     whole = engine(degraded)
     whole_stats = list(engine.last_stats)
@@ -66,11 +72,11 @@ def test_batching_does_not_change_the_output(synth):
     assert split.shape == whole.shape == degraded.shape and split.dtype == np.uint8
     np.testing.assert_array_equal(split, whole)
     assert stats == whole_stats
-    # control: a reset before the 5 (a new sequence) is a different run
+    # a reset before the 5 (a new sequence): the same output only for a stateless engine
     engine.reset()
     engine(degraded[:3])
     engine.reset()
-    assert not np.array_equal(engine(degraded[3:]), whole[3:])
+    assert np.array_equal(engine(degraded[3:]), whole[3:]) == (refs is None)
 
 
 def engine_lowpass(crops: np.ndarray, gen_res: int, margin: float) -> np.ndarray:

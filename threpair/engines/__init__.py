@@ -110,6 +110,9 @@ class EngineRequest:
     temporal_smooth: float | None = None  # None: the engine's own (smoothing.default_weight)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     keep_bonus: float = 0.1
+    # one reference engine per generator resolution: validation and the restore share its
+    # keys, fitted at the first crop size (prepare takes seconds)
+    _engines: dict[int, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -124,10 +127,15 @@ class EngineRequest:
         from threpair.engines.references import ReferenceEngine
 
         ident = self.identity
-        return ReferenceEngine(
-            ident.bank, ident.crop, gen_res, self.attention, self.device, self.keep_bonus,
-            holdout=ident.holdout,
-        )  # fmt: skip
+        engine = self._engines.get(gen_res)
+        if engine is None:
+            engine = self._engines[gen_res] = ReferenceEngine(
+                ident.bank, ident.crop, gen_res, self.attention, self.device, self.keep_bonus,
+                holdout=ident.holdout,
+            )  # fmt: skip
+        engine.reset()
+        engine.last_stats, engine.frame_stats = [], []
+        return engine
 
     def sovqae(self) -> Any:
         from threpair.engines.sovqae import network_engine

@@ -27,22 +27,25 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class AttentionConfig:
-    """Knobs of the reference attention (defaults: bench/quality_refs.py).
+    """Knobs of the reference attention.
 
     factor: matching grid = crop / factor (1, 2 or 4). window: search radius in grid cells.
     patch: patch radius in grid cells. tile: grid cells per preselection tile side.
-    refs: references preselected per tile (by distance at zero offset). top_k: matches kept
-    per grid cell. temperature: softmax temperature on the patch RMS distance (uint8 levels).
+    refs: references preselected per tile (by distance at zero offset; all of them when the
+    bank holds no more). top_k: matches kept per grid cell. temperature: softmax temperature
+    on the patch RMS distance (uint8 units). color: match on RGB instead of luma.
+
+    Defaults: see DEFAULTS_MEASURED below.
     """
 
-    factor: int = 2
-    window: int = 2
-    patch: int = 1
-    tile: int = 16
-    refs: int = 8
-    top_k: int = 4
-    temperature: float = 4.0
-    color: bool = True
+    factor: int = 4
+    window: int = 1
+    patch: int = 2
+    tile: int = 8
+    refs: int = 64
+    top_k: int = 8
+    temperature: float = 3.0
+    color: bool = False
 
 
 @dataclass
@@ -87,6 +90,11 @@ def preselect(
     (1 - keep_bonus), so the set changes only when another reference is clearly nearer.
     `exclude`: a reference never chosen (leave-one-out statistics of the bank).
     """
+    n_keys = keys_low.shape[0]
+    if refs >= n_keys - (exclude is not None):  # every reference: nothing to choose
+        idx = [i for i in range(n_keys) if i != exclude][:refs]
+        t = (q_low.shape[-1] // tile) ** 2
+        return torch.tensor(idx, device=q_low.device).expand(t, -1)
     d = (keys_low - q_low[None]).pow(2).sum(1)  # (N, L, L)
     d = F.avg_pool2d(d[:, None], tile)[:, 0]  # (N, Lt, Lt)
     d = d.flatten(1).t()  # (T, N)

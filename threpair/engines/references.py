@@ -37,13 +37,14 @@ from threpair.generators import crop_box, simulate
 from threpair.inference import FrameStats
 
 GRID = 32  # crop sizes must be multiples of this (factor x tile of the default attention)
-# Weights of the attended and the regressed high band, measured on 5 held-out anchor_de_20s
-# frames degraded by `threpair degrade` at 96 px (448-px crops; the blend table of
-# bench/results/quality_knobs.md repeats it on 12): 0.6 / 0.6 beat each alone by about
-# 0.8 dB face PSNR, and 1 / 1 by 1.3 dB (it overshoots). Least-squares weights fitted on
-# held-out crops degraded by `simulate` itself (0.92, 0.27) trust the attention too much:
-# real generated frames match the keys less well than simulated ones.
-BLEND = (0.6, 0.6)
+# Weights of the attended and the regressed high band. With the attention searching all 64
+# references of a default bank, the regression adds little for its cost: 5 held-out
+# anchor_de_20s frames degraded by `threpair degrade` at 96 px (448-px crops, face / mouth
+# PSNR, degraded 35.07 / 33.20 dB): attention alone 38.46 / 36.71; 0.8 / 0.3 with the
+# regression 38.44 / 36.86 for about 50 ms more per crop and 3 s more per prepare. (With the
+# previous attention, 8 preselected references, 0.6 / 0.6 beat either alone by 0.8 dB.)
+# A second weight above 0 fits and blends the regression.
+BLEND = (1.0, 0.0)
 
 
 def kept_grid(gen_res: int, margin: float) -> int:
@@ -121,7 +122,7 @@ class ReferenceEngine:
         self._rect = self._tile_rect(size)
         self.kept_grid = kept_grid(self.gen_res, crop.margin)
         x0, y0, x1, y1 = (v * size for v in crop_box(crop))
-        self._reg = fit_local(k, r - k, rect=(y0, y1, x0, x1))
+        self._reg = fit_local(k, r - k, rect=(y0, y1, x0, x1)) if self.blend[1] else None
         self.tau = self._loo_tau(k)
         if self.holdout is not None and len(self.holdout):
             hold = resize_crops(self.holdout, size)
@@ -193,8 +194,9 @@ class ReferenceEngine:
             kept = 0.0 if self._prev is None else float((r.chosen == self._prev).float().mean())
             self._prev = r.chosen
             wa, wr = self.blend
-            assert self._reg is not None
-            high = wa * r.high + wr * self._reg.predict(q)
+            high = wa * r.high
+            if self._reg is not None:
+                high = high + wr * self._reg.predict(q)
             outs.append(q + self._high_pass(high))
             tau = self.tau
             best = r.best[self._box_cells]
