@@ -11,13 +11,15 @@ each method on the same frames; `threpair eval` scores every output against the 
 
 Methods: the degraded input; a generic sharpening baseline (unsharp mask on the same crops,
 pasted the same way); the reference engine with the restore defaults (generator estimated,
-no temporal smoothing), with `--variants` also with temporal smoothing 0.5. The SOVQAE is
-not run here: on a CPU it does not reach the input at this scale (../shared/docs/design.md,
-"Facts measured").
+no temporal smoothing), with `--variants` also with temporal smoothing 0.5. Every method
+runs with the settings `threpair restore` uses for an identity (the generator's box found
+and its seam blended; `config.identity_restore`). The SOVQAE is not run here: on a CPU it
+does not reach the input at this scale (../shared/docs/design.md, "Facts measured").
 
 The knob table varies the reference engine on crops of the degraded video (crop level, no
-video I/O): the regression blend, temperature, references searched, top-k, search window,
-patch size, RGB matching, matching grid, and the previous session's defaults.
+video I/O): fixed attention / regression weights instead of the per-pixel blend,
+temperature, references searched, top-k, search window, patch size, RGB matching, matching
+grid, and the previous session's defaults.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import RESULTS, Timer, clip_path, write_results  # noqa: E402
-from threpair.config import PipelineConfig  # noqa: E402
+from threpair.config import PipelineConfig, identity_restore  # noqa: E402
 from threpair.engines import EngineRequest, region_masks  # noqa: E402
 from threpair.engines.attention import AttentionConfig  # noqa: E402
 from threpair.engines.references import ReferenceEngine  # noqa: E402
@@ -115,8 +117,9 @@ def knobs(ident, gen_res: int, gen: Path, real: Path) -> list[dict]:
                 "temperature": 4.0, "color": True}  # fmt: skip
     variants = {
         "default": ({}, None),
-        "with the regression 0.8 / 0.3": ({}, (0.8, 0.3)),
+        "attention only": ({}, (1.0, 0.0)),
         "regression only": ({}, (0.0, 1.0)),
+        "fixed blend 0.5 / 0.8": ({}, (0.5, 0.8)),
         "temperature 2": ({"temperature": 2.0}, None),
         "temperature 6": ({"temperature": 6.0}, None),
         "refs 16": ({"refs": 16}, None),
@@ -132,7 +135,7 @@ def knobs(ident, gen_res: int, gen: Path, real: Path) -> list[dict]:
     for label, (kw, blend) in variants.items():
         engine = ReferenceEngine(ident.bank, ident.crop, gen_res, replace(base, **kw))
         if blend is not None:
-            engine.blend = blend  # before prepare: a regression weight above 0 fits it
+            engine.blend = blend
         engine.prepare(g.shape[1])
         t0 = time.perf_counter()
         out = engine(g)
@@ -183,7 +186,7 @@ def main() -> None:
             for label, (model, _) in methods.items():
                 out = tmp / f"{name}_{label.replace(' ', '_').replace(',', '')}.mp4"
                 with Timer() as t:
-                    s = restore_video(gen, out, model)
+                    s = restore_video(gen, out, model, cfg=identity_restore(PipelineConfig()))
                 outs[label] = out
                 seconds[label] = t.seconds / n_real
                 engines[label] = s.engine

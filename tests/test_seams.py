@@ -132,9 +132,10 @@ def test_landmark_mask_covers_the_generator_box():
     box = np.array([[30, 40], [226, 40], [226, 245], [30, 245]], np.float64)
     plain = landmark_mask(256, "face", FACE, 0.08)
     covered = landmark_mask(256, "face", FACE, 0.08, box)
-    assert plain[215, 70] < 0.05 and covered[215, 70] > 0.8  # box corner below the face
-    assert covered[250, 128] < 0.05 and covered[100, 20] < 0.01  # outside the box
-    assert covered[245, 60] < 0.1 and covered[100, 30] < 0.1  # ~0 on the box border
+    assert plain[215, 70] < 0.05 and covered[215, 70] > 0.95  # box corner below the face
+    assert covered[60, 128] > 0.95 and covered[100, 50] > 0.95  # full a feather inside it
+    assert 0.4 < covered[245, 128] < 0.6 and 0.4 < covered[100, 30] < 0.6  # half on the border
+    assert covered[100, 2] < 0.01  # gone 1.4 feathers outside it
     assert (covered >= plain - 1e-6).all()
     mouth = landmark_mask(256, "mouth", FACE, 0.08, box)
     assert np.array_equal(mouth, landmark_mask(256, "mouth", FACE, 0.08))

@@ -7,7 +7,7 @@ that round-trip through dicts so checkpoints can record how their crops were fra
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 DetectorName = Literal["retinaface", "s3fd"]
@@ -157,3 +157,9 @@ class PipelineConfig:
     encode: EncodeConfig = field(default_factory=EncodeConfig)
     confidence: ConfidenceConfig = field(default_factory=ConfidenceConfig)
     warp: Literal["auto", "opencv", "torch"] = "auto"
+
+
+def identity_restore(cfg: PipelineConfig) -> PipelineConfig:
+    """`cfg` as `threpair restore` uses it with an identity: the generator's box seam found and
+    blended (`seam="auto"`), so the paste mask also covers the whole box."""
+    return replace(cfg, paste=replace(cfg.paste, seam="auto"))

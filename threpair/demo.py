@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from threpair.config import EncodeConfig, PipelineConfig
+from threpair.config import EncodeConfig, PipelineConfig, identity_restore
 from threpair.engines import EngineRequest
 from threpair.evaluate import degrade_video, evaluate_videos
 from threpair.generators import GENERATORS
@@ -137,7 +137,7 @@ def run_demo(
     degrade_video(real_test, generated, GENERATORS["wav2lip"], cfg=cfg, progress=progress)
     repaired = out_dir / "repaired.mp4"
     request = EngineRequest(ident)
-    summary = restore_video(generated, repaired, request, cfg, progress=progress)
+    summary = restore_video(generated, repaired, request, identity_restore(cfg), progress=progress)
     before = evaluate_videos(generated, real_test, cfg).summary["psnr_face"]
     after = evaluate_videos(repaired, real_test, cfg).summary["psnr_face"]
     videos, names = [generated, repaired, real_test], ["generated", "repaired", "real"]

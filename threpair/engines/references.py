@@ -5,7 +5,7 @@
 
 Keys are the bank crops degraded the way the generator degrades (its face box rendered at
 `gen_res`), values their high band (real - degraded). Two estimates of the generated crop's
-missing band, blended (`BLEND`):
+missing band, blended per pixel by how well the attention matched (`MATCH_SCALE`):
 - attention (engines/attention.py): each generated crop attends to the keys block-locally
   and copies the matched references' real texture;
 - regression (engines/regression.py): per-position ridge regressions from degraded patches
@@ -37,14 +37,18 @@ from threpair.generators import crop_box, simulate
 from threpair.inference import FrameStats
 
 GRID = 32  # crop sizes must be multiples of this (factor x tile of the default attention)
-# Weights of the attended and the regressed high band. With the attention searching all 64
-# references of a default bank, the regression adds little for its cost: 5 held-out
-# anchor_de_20s frames degraded by `threpair degrade` at 96 px (448-px crops, face / mouth
-# PSNR, degraded 35.07 / 33.20 dB): attention alone 38.46 / 36.71; 0.8 / 0.3 with the
-# regression 38.44 / 36.86 for about 50 ms more per crop and 3 s more per prepare. (With the
-# previous attention, 8 preselected references, 0.6 / 0.6 beat either alone by 0.8 dB.)
-# A second weight above 0 fits and blends the regression.
-BLEND = (1.0, 0.0)
+# How the attended and the regressed high band are blended, per pixel, by how well the
+# attention matched there: alpha = exp(-(best / (MATCH_SCALE * tau))^2) from the grid cell's
+# best patch distance (tau: the bank's own leave-one-out 90th percentile), smoothed over
+# `ALPHA_SIGMA` grid cells; high = alpha * attention + (1 - alpha) * (FALLBACK[0] *
+# attention + FALLBACK[1] * regression). Well-matched faces take the references' real
+# texture, poorly matched ones (motion, poses the bank lacks) the regression's stable
+# deconvolution. 12 crops each of degraded anchor_de_20s / obama_20s / hill_8s (face / mouth
+# PSNR gain, crop level): attention alone +4.33/+3.98, +3.10/+2.97, +0.41/+0.79; fixed
+# 0.5 / 0.8 +3.48/+3.31, +2.84/+2.91, +1.71/+2.07; this +4.28/+4.02, +3.22/+3.14, +1.42/+2.15.
+MATCH_SCALE = 2.0
+ALPHA_SIGMA = 2.0
+FALLBACK = (0.3, 1.0)
 
 
 def kept_grid(gen_res: int, margin: float) -> int:
@@ -64,6 +68,16 @@ def resize_crops(crops: np.ndarray, size: int) -> np.ndarray:
         return crops
     interp = cv2.INTER_AREA if size < crops.shape[1] else cv2.INTER_CUBIC
     return np.stack([cv2.resize(c, (size, size), interpolation=interp) for c in crops])
+
+
+def _gaussian(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (1, 1, H, W), edges replicated."""
+    r = max(1, int(3 * sigma))
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    w = torch.exp(-(t**2) / (2 * sigma**2))
+    w = w / w.sum()
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), w.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), w.view(1, 1, -1, 1))
 
 
 class ReferenceEngine:
@@ -94,7 +108,8 @@ class ReferenceEngine:
         self.last_stats: list[FrameStats] = []
         self.frame_stats: list[FrameStats] = []
         self.outside_baseline = 0.0
-        self.blend = BLEND  # weights of (attention, regression)
+        # fixed (attention, regression) weights instead of the per-pixel blend (benchmarks)
+        self.blend: tuple[float, float] | None = None
         self._size = 0
         self._prev: torch.Tensor | None = None
         self._reg: LocalRegression | None = None
@@ -122,7 +137,7 @@ class ReferenceEngine:
         self._rect = self._tile_rect(size)
         self.kept_grid = kept_grid(self.gen_res, crop.margin)
         x0, y0, x1, y1 = (v * size for v in crop_box(crop))
-        self._reg = fit_local(k, r - k, rect=(y0, y1, x0, x1)) if self.blend[1] else None
+        self._reg = fit_local(k, r - k, rect=(y0, y1, x0, x1))
         self.tau = self._loo_tau(k)
         if self.holdout is not None and len(self.holdout):
             hold = resize_crops(self.holdout, size)
@@ -193,10 +208,8 @@ class ReferenceEngine:
             r = attend(q, *self._bank(), self.cfg, self._prev, self.keep_bonus, rect=self._rect)
             kept = 0.0 if self._prev is None else float((r.chosen == self._prev).float().mean())
             self._prev = r.chosen
-            wa, wr = self.blend
-            high = wa * r.high
-            if self._reg is not None:
-                high = high + wr * self._reg.predict(q)
+            assert self._reg is not None
+            high = self._blend(r.high, self._reg.predict(q), r.best)
             outs.append(q + self._high_pass(high))
             tau = self.tau
             best = r.best[self._box_cells]
@@ -210,6 +223,18 @@ class ReferenceEngine:
         self.last_stats = stats
         self.frame_stats += stats
         return torch.stack(outs).clamp_(0, 255)
+
+    def _blend(self, att: torch.Tensor, reg: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
+        """Per-pixel blend of the attended and regressed high band (see MATCH_SCALE)."""
+        if self.blend is not None:
+            return self.blend[0] * att + self.blend[1] * reg
+        scale = MATCH_SCALE * self.tau if np.isfinite(self.tau) else float("inf")
+        alpha = torch.exp(-((best.float() / scale) ** 2)).nan_to_num_(0.0)  # inf: 0
+        alpha = _gaussian(alpha[None, None], ALPHA_SIGMA)
+        alpha = F.interpolate(alpha, size=att.shape[-2:], mode="bilinear", align_corners=False)
+        a = alpha[0]
+        wa, wr = FALLBACK
+        return (a + (1 - a) * wa) * att + (1 - a) * wr * reg
 
     def _high_pass(self, h: torch.Tensor, rounds: int = 8) -> torch.Tensor:
         """h minus its content on the `kept_grid`, so the output's low band (the generated
