@@ -16,7 +16,7 @@ from tests.conftest import real_clip
 from threpair.config import DetectConfig, PipelineConfig
 from threpair.engines import region_masks, validate
 from threpair.engines.attention import AttentionConfig
-from threpair.engines.references import ReferenceEngine, kept_grid, resize_crops
+from threpair.engines.references import FALLBACK, ReferenceEngine, kept_grid, resize_crops
 from threpair.engines.regression import _support, fit_local
 from threpair.errors import InputError
 from threpair.generators import simulate
@@ -158,6 +158,29 @@ def test_regression_learns_the_persons_deconvolution(synth):
     after = np.array([psnr(a, b) for a, b in zip(out, hold)])
     print(f"blurred {before.mean():.2f} -> regressed {after.mean():.2f} dB")
     assert (after - before).min() >= 2.0
+
+
+def test_blend_follows_the_match_quality(synth):
+    """Where the attention matched as well as the bank matches itself (best distance 0) the
+    output band is the attended one; where nothing matched (+inf: outside the searched
+    tiles) it is the fallback mix, mostly the regression; in between both, smoothly."""
+    bank, _, crop = synth
+    engine = ReferenceEngine(bank, crop, GEN)
+    engine.prepare(SIZE)
+    n = SIZE // engine.cfg.factor
+    gen = torch.Generator().manual_seed(0)
+    att, reg = torch.randn(3, SIZE, SIZE, generator=gen), torch.randn(3, SIZE, SIZE, generator=gen)
+    matched = engine._blend(att, reg, torch.zeros(n, n))
+    torch.testing.assert_close(matched, att)
+    lost = engine._blend(att, reg, torch.full((n, n), float("inf")))
+    torch.testing.assert_close(lost, FALLBACK[0] * att + FALLBACK[1] * reg)
+    half = torch.zeros(n, n)
+    half[:, n // 2 :] = float("inf")
+    mixed = engine._blend(att, reg, half)
+    torch.testing.assert_close(mixed[:, :, :4], att[:, :, :4])  # far from the change
+    torch.testing.assert_close(mixed[:, :, -4:], lost[:, :, -4:])
+    w = ((mixed - lost) / (att - lost))[0].mean(0)  # the attention's share across columns
+    assert (w[1:] <= w[:-1] + 1e-4).all()  # falls monotonically, no step
 
 
 def test_empty_bank_and_bad_sizes_are_input_errors(synth):
