@@ -44,25 +44,38 @@ class LocalRegression:
     def predict(self, q: torch.Tensor) -> torch.Tensor:
         """The regressed high band (3, S, S) of one float crop (3, S, S); 0 far outside the
         fitted cells, fading out over one cell at their border."""
-        s, n, r = self.size, self.n, self.radius
-        k = 2 * r + 1
+        s, r = self.size, self.radius
         qp = torch.nn.functional.pad(q[None].float(), (r,) * 4, mode="replicate")
         out = torch.zeros(3, s, s, dtype=torch.float32, device=q.device)
-        cell = s / n
-        cy0, cx0 = self.origin
-        ny, nx = self.weights.shape[:2]
-        kernels = self.weights.permute(0, 1, 3, 2).reshape(ny, nx, 3, 3, k, k)
-        offsets = self.bias - torch.einsum("yxf,yxfc->yxc", self.means, self.weights)
-        for i in range(ny):
-            ys, wy = _support(cy0 + i, n, cell, s, q.device)
-            y0, y1 = int(ys[0]), int(ys[-1]) + 1
-            for j in range(nx):
-                xs, wx = _support(cx0 + j, n, cell, s, q.device)
-                x0, x1 = int(xs[0]), int(xs[-1]) + 1
-                win = qp[:, :, y0 : y1 + 2 * r, x0 : x1 + 2 * r]
-                y = torch.nn.functional.conv2d(win, kernels[i, j], offsets[i, j])[0]
-                out[:, y0:y1, x0:x1] += y * (wy[:, None] * wx[None, :])
+        for (y0, y1, x0, x1), kernel, offset, weight in self._cells(q.device):
+            win = qp[:, :, y0 : y1 + 2 * r, x0 : x1 + 2 * r]
+            out[:, y0:y1, x0:x1] += torch.nn.functional.conv2d(win, kernel, offset)[0] * weight
         return out
+
+    def _cells(self, dev: torch.device) -> list:
+        """Per fitted cell: its pixel window, conv kernel, offset and tent weights (built once
+        per device: they do not depend on the crop)."""
+        cache = self.__dict__.setdefault("_cache", {})
+        if dev not in cache:
+            s, n, k = self.size, self.n, 2 * self.radius + 1
+            cell = s / n
+            cy0, cx0 = self.origin
+            ny, nx = self.weights.shape[:2]
+            kernels = self.weights.permute(0, 1, 3, 2).reshape(ny, nx, 3, 3, k, k).to(dev)
+            offsets = (self.bias - torch.einsum("yxf,yxfc->yxc", self.means, self.weights)).to(dev)
+            rows = [_support(cy0 + i, n, cell, s, dev) for i in range(ny)]
+            cols = [_support(cx0 + j, n, cell, s, dev) for j in range(nx)]
+            cache[dev] = [
+                (
+                    (int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1),
+                    kernels[i, j],
+                    offsets[i, j],
+                    wy[:, None] * wx[None, :],
+                )
+                for i, (ys, wy) in enumerate(rows)
+                for j, (xs, wx) in enumerate(cols)
+            ]
+        return cache[dev]
 
 
 def _support(i: int, n: int, cell: float, size: int, dev: torch.device):
