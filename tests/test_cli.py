@@ -43,6 +43,7 @@ def test_restore_json(tmp_path, clip):
         ("bad_region", 2, "--region"),
         ("bad_model", 2, "identity not found"),
         ("bad_smooth", 2, "--temporal-smooth"),
+        ("bad_references", 2, "--references"),
         ("bad_batch", 2, "--batch-size"),
         ("ext_xyz", 2, "not a video container"),
         ("ext_gif", 2, "not a video container"),
@@ -83,6 +84,8 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, clip, case, code, message):
         extra = ["--model", str(tmp_path / "none.safetensors")]
     elif case == "bad_smooth":
         extra = ["--temporal-smooth", "1.5"]
+    elif case == "bad_references":
+        extra = ["--references", "0"]
     elif case == "bad_batch":
         extra = ["--batch-size", "0"]
     elif case.startswith("ext_"):

@@ -183,6 +183,16 @@ def test_blend_follows_the_match_quality(synth):
     assert (w[1:] <= w[:-1] + 1e-4).all()  # falls monotonically, no step
 
 
+def test_restore_references_option_reaches_the_engine(synth_identity, tmp_path):
+    """`restore --references N`: the engine searches N references per tile (default: all)."""
+    from threpair.cli import load_face_model
+
+    path = synth_identity.save(tmp_path / "p.safetensors")
+    assert load_face_model(str(path), "cpu").attention.refs >= len(synth_identity.bank)
+    request = load_face_model(str(path), "cpu", references=4)
+    assert request.attention.refs == 4 and request.references(GEN).cfg.refs == 4
+
+
 def test_empty_bank_and_bad_sizes_are_input_errors(synth):
     bank, hold, crop = synth
     with pytest.raises(InputError, match="bank"):

@@ -215,13 +215,17 @@ def load_face_model(
     precision: str = "auto",
     engine: str = "auto",
     generator: str = "auto",
+    references: int | None = None,
 ):
     """`passthrough` or an identity file -> what restore_video takes (a FaceModel, or an
     EngineRequest that picks the engine per video)."""
+    from threpair.engines.attention import AttentionConfig
     from threpair.restore import Passthrough
 
     if smooth is not None and not 0 <= smooth < 1:
         raise InputError(f"--temporal-smooth {smooth}: use a value in [0, 1)")
+    if references is not None and references < 1:
+        raise InputError(f"--references {references}: search at least 1 reference")
     if spec == "passthrough":
         return Passthrough()
     path = Path(spec)
@@ -237,7 +241,10 @@ def load_face_model(
     except ValueError as e:  # an unknown name, or fp16 without CUDA
         raise InputError(f"--precision {precision}: {e}") from None
     ident = Identity.load(path, device=dev)
-    return EngineRequest(ident, engine, generator, str(dev), precision, hysteresis, smooth)
+    attention = AttentionConfig() if references is None else AttentionConfig(refs=references)
+    return EngineRequest(
+        ident, engine, generator, str(dev), precision, hysteresis, smooth, attention=attention
+    )
 
 
 @app.command()
@@ -313,6 +320,15 @@ def restore(
             help="Keep last frame's code unless the new one is nearer by this x delta_min.",
         ),
     ] = 0.0,
+    references: Annotated[
+        int | None,
+        typer.Option(
+            help="Bank references the reference engine searches per 8x8-cell tile (the "
+            "nearest ones): fewer is faster and a little less sharp. Default: all (64 in a "
+            "default bank).",
+            show_default=False,
+        ),
+    ] = None,
     temporal_smooth: Annotated[
         float | None,
         typer.Option(
@@ -424,8 +440,9 @@ def restore(
 
         resolve(generator)  # a typo fails here, before any work
         face_model = load_face_model(
-            model, device, hysteresis, temporal_smooth, precision, engine.value, generator
-        )
+            model, device, hysteresis, temporal_smooth, precision, engine.value, generator,
+            references,
+        )  # fmt: skip
         size = getattr(face_model, "resolution", None) or CropConfig().size
         cfg = PipelineConfig(
             detect=DetectConfig(
@@ -455,7 +472,7 @@ def restore(
                     if loaded
                     else load_face_model(
                         model, device, hysteresis, temporal_smooth, precision, engine.value,
-                        generator,
+                        generator, references,
                     )
                 )
 
