@@ -36,10 +36,11 @@ class AttentionConfig:
     on the patch RMS distance (uint8 units). color: match on RGB instead of luma.
 
     Defaults, measured on 12 crops of anchor_de_20s's last 25% degraded by `threpair
-    degrade` at 96 px (448-px crops, 64-crop bank; crop-level face PSNR gain, attention
-    alone; `bench/results/quality_knobs.md`): the previous ones (factor 2, window 2, patch 1,
-    tile 16, 8 RGB references, top 4, temperature 4) +3.78 dB; these +4.30. Searching more
-    references is what pays (16: +3.86, 32: +4.11, 64: +4.28 with the blend); luma matches
+    degrade` at 96 px (448-px crops, 64-crop bank; crop-level face PSNR gain;
+    `bench/results/quality_knobs.md`): the previous ones (factor 2, window 2, patch 1, tile
+    16, 8 RGB references, top 4, temperature 4; with their 0.6 / 0.6 regression blend) +3.78
+    dB; these +4.30 alone, +4.28 in the engine's blend. Searching more references is what
+    pays (in the blend, 16: +3.86, 32: +4.11, all 64: +4.28); luma matches
     about as well as RGB at a third of the matching cost; factor 2 (+4.52) and window 2
     (+4.44) gain a little more for two to three times the time.
     """
