@@ -19,7 +19,7 @@ crops, face PSNR: attention alone +1.9 dB, regression alone +1.7, blended +2.7).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -40,6 +40,8 @@ class LocalRegression:
     origin: tuple[int, int]
     size: int
     radius: int
+    # per device: the cells' windows, kernels, offsets and tent weights (see `_cells`)
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def predict(self, q: torch.Tensor) -> torch.Tensor:
         """The regressed high band (3, S, S) of one float crop (3, S, S); 0 far outside the
@@ -55,7 +57,7 @@ class LocalRegression:
     def _cells(self, dev: torch.device) -> list:
         """Per fitted cell: its pixel window, conv kernel, offset and tent weights (built once
         per device: they do not depend on the crop)."""
-        cache = self.__dict__.setdefault("_cache", {})
+        cache = self._cache
         if dev not in cache:
             s, n, k = self.size, self.n, 2 * self.radius + 1
             cell = s / n
