@@ -124,12 +124,33 @@ def _tiles(x: torch.Tensor, tile: int, halo: int) -> torch.Tensor:
     return u.transpose(1, 2).reshape(*lead, t, c, size, size)
 
 
+def _window_sum(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    """Sums of 2r + 1 consecutive entries along `dim`, valid part only, by doubling: partial
+    sums of 1, 2, 4, ... entries combined (3 adds for r = 2 instead of 4)."""
+    k, n = 2 * r + 1, x.shape[dim] - 2 * r
+    parts, width, out, start = {1: x}, 1, None, 0
+    while 2 * width <= k:
+        a = parts[width]
+        parts[2 * width] = a.narrow(dim, 0, a.shape[dim] - width) + a.narrow(
+            dim, width, a.shape[dim] - width
+        )
+        width *= 2
+    for w in sorted(parts, reverse=True):  # k as a sum of powers of two, largest first
+        if k - start >= w:
+            piece = parts[w].narrow(dim, start, n)
+            out = piece if out is None else out + piece
+            start += w
+    assert out is not None
+    return out
+
+
 def _box(x: torch.Tensor, r: int) -> torch.Tensor:
     """Sum over (2r + 1)^2 windows of the last two dims, valid part only (shifted adds:
     much faster than avg_pool2d on many small maps)."""
-    n = x.shape[-1] - 2 * r
-    y = sum(x[..., i : i + n, :] for i in range(2 * r + 1))
-    return sum(y[..., i : i + n] for i in range(2 * r + 1))
+    return _window_sum(_window_sum(x, r, x.dim() - 2), r, x.dim() - 1)
+
+
+CHUNK = 32  # tiles per distance block: the temporaries of a block stay in the CPU's cache
 
 
 def match(
@@ -156,18 +177,25 @@ def match(
     chosen = chosen[active]
     kt = key_tiles[chosen, active[:, None]]  # (T', R, C, side + 2w, side + 2w)
     scale = 1.0 / (qt.shape[1] * (2 * p + 1) ** 2)
-    d = (
-        torch.stack(  # one offset at a time: small contiguous temporaries are fastest here
-            [
-                _box((kt[..., dy : dy + side, dx : dx + side] - qt[:, None]).square_().sum(2), p)
-                for dy in range(span)
-                for dx in range(span)
-            ],
-            2,
+
+    def sq(x: torch.Tensor) -> torch.Tensor:  # (.., C, h, w) squared differences summed over C
+        x = x.square_()
+        return x[..., 0, :, :] if x.shape[-3] == 1 else x.sum(-3)
+
+    blocks = []
+    for a in range(0, len(qt), CHUNK):  # one offset at a time, a block of tiles at a time
+        kb, qb = kt[a : a + CHUNK], qt[a : a + CHUNK, None]
+        blocks.append(
+            torch.stack(
+                [
+                    _box(sq(kb[..., dy : dy + side, dx : dx + side] - qb), p)
+                    for dy in range(span)
+                    for dx in range(span)
+                ],
+                2,
+            )
         )
-        .flatten(1, 2)
-        .mul_(scale)
-    )  # (T, R * O, t, t) mean squared difference per patch
+    d = torch.cat(blocks).flatten(1, 2).mul_(scale)  # (T, R * O, t, t) mean sq. difference
     k = min(cfg.top_k, d.shape[1])
     best, idx = d.topk(k, dim=1, largest=False)  # (T, k, t, t), nearest first
     ref = chosen.gather(1, (idx // (span * span)).flatten(1)).view_as(idx)
@@ -181,11 +209,21 @@ def match(
     return grid(best.clamp_min(0).sqrt()), grid(ref), grid(dy), grid(dx)
 
 
-def pad_values(values: torch.Tensor, pad: int) -> torch.Tensor:
-    """(N, 3, S, S) high band -> (N * (S + 2 pad)^2, 3) rows, zero-padded so that every
-    offset match stays inside its reference without clamping (see `gather_high`)."""
+def sub_block(factor: int) -> int:
+    """Side of the pixel blocks that share their four nearest grid cells: half a grid cell
+    (the pixels on one side of a cell's centre), 1 for odd factors."""
+    return factor // 2 if factor % 2 == 0 else 1
+
+
+def pad_values(values: torch.Tensor, pad: int, factor: int) -> torch.Tensor:
+    """(N, 3, S, S) high band -> rows of `sub_block(factor)`^2 pixels x 3 channels, zero-padded
+    by `pad` (a multiple of factor) so that every offset match stays inside its reference
+    without clamping (see `gather_high`)."""
+    b = sub_block(factor)
     v = F.pad(values, (pad,) * 4)
-    return v.permute(0, 2, 3, 1).reshape(-1, values.shape[1]).contiguous()
+    n, c, sp, _ = v.shape
+    v = v.view(n, c, sp // b, b, sp // b, b).permute(0, 2, 4, 3, 5, 1)
+    return v.reshape(-1, b * b * c).contiguous()
 
 
 def _parents(
@@ -214,28 +252,36 @@ def gather_high(
     """Blend the matched values at full resolution: (3, H, W) for the pixels of the grid
     cells given, whose first cell starts at pixel `origin` (y, x) of the S x S crop.
 
-    rows: `pad_values(values, pad)` with pad >= factor * window. weights, ref, dy, dx:
-    (k, Hc, Wc) per grid cell; each pixel takes the matches of its four nearest grid cells,
-    bilinearly weighted, each at the pixel's own position shifted by factor * (dy, dx).
+    rows: `pad_values(values, pad, factor)` with pad >= factor * window. weights, ref, dy,
+    dx: (k, Hc, Wc) per grid cell; each pixel takes the matches of its four nearest grid
+    cells, bilinearly weighted, each at the pixel's own position shifted by factor * (dy,
+    dx). Offsets are whole cells, so the pixels of a sub-block (`sub_block`) share their
+    four cells and move together: one gathered row per sub-block and match, not per pixel.
     """
-    sp = size + 2 * pad
+    b = sub_block(factor)
+    sb = (size + 2 * pad) // b  # sub-blocks per side of a padded reference
     k, hc, wc = weights.shape
     h, w_ = min(hc * factor, size - origin[0]), min(wc * factor, size - origin[1])
+    hs, ws = h // b, w_ // b
     dev = rows.device
     ylo, yhi, yf = _parents(h, origin[0], factor, hc, dev)
     xlo, xhi, xf = _parents(w_, origin[1], factor, wc, dev)
-    py = torch.arange(h, device=dev) + origin[0] + pad
-    px = torch.arange(w_, device=dev) + origin[1] + pad
-    base = py[:, None] * sp + px[None, :]  # (H, W) flat position of each pixel
-    cell = ref * (sp * sp) + factor * (dy * sp + dx)  # (k, Hc, Wc) flat shift of each match
-    out = torch.zeros(h * w_, rows.shape[1], device=dev, dtype=rows.dtype)
+    py = torch.arange(hs, device=dev) + (origin[0] + pad) // b
+    px = torch.arange(ws, device=dev) + (origin[1] + pad) // b
+    base = py[:, None] * sb + px[None, :]  # (Hs, Ws) row of each sub-block
+    step = factor // b
+    cell = ref * (sb * sb) + step * (dy * sb + dx)  # (k, Hc, Wc) row shift of each match
+    c = rows.shape[1] // (b * b)
+    out = torch.zeros(hs * ws, b, b, c, device=dev, dtype=rows.dtype)
     for gy, wy in ((ylo, 1 - yf), (yhi, yf)):
         for gx, wx in ((xlo, 1 - xf), (xhi, xf)):
-            wt = weights[:, gy][:, :, gx] * (wy[:, None] * wx[None, :])  # (k, H, W)
-            idx = cell[:, gy][:, :, gx] + base
-            picked = rows.index_select(0, idx.flatten()).view(k, h * w_, -1)
-            out += (picked * wt.view(k, h * w_, 1).to(rows.dtype)).sum(0)
-    return out.view(h, w_, -1).permute(2, 0, 1)
+            sy, sx = gy[::b], gx[::b]  # the sub-blocks' cells
+            pix = (wy.view(hs, 1, b, 1) * wx.view(1, ws, 1, b)).reshape(1, hs * ws, b, b, 1)
+            wt = weights[:, sy][:, :, sx].reshape(k, hs * ws, 1, 1, 1) * pix
+            idx = cell[:, sy][:, :, sx] + base
+            picked = rows.index_select(0, idx.flatten()).view(k, hs * ws, b, b, c)
+            out += (picked * wt.to(rows.dtype)).sum(0)
+    return out.view(hs, ws, b, b, c).permute(4, 0, 2, 1, 3).reshape(c, h, w_)
 
 
 def attend(
