@@ -501,10 +501,13 @@ def plan_engine(
         gen_res, scores = generators.estimate_generator_res(sample, real, ident.crop)
         record["generator_scores"] = scores
     record["generator_res"] = gen_res
-    name, notes, gains = request.choose(gen_res)
+    name, notes, gains = request.choose(gen_res, size)
     engine = request.build(name, gen_res)
     if engine.resolution is not None:
         size = engine.resolution
+    prepare = getattr(engine, "prepare", None)
+    if prepare is not None:  # keys at this size now: the confidence baseline needs them
+        prepare(size)
     record.update(engine=name, crop_size=size, gains=gains, notes=notes)
     return engine, size, record
 

@@ -142,28 +142,41 @@ class EngineRequest:
 
         return network_engine(self.identity, self.device, self.hysteresis, self.precision)
 
-    def gain(self, name: str, gen_res: int) -> tuple[dict[str, float], bool]:
-        """The validated gain of engine `name` at `gen_res`: (record, computed now)."""
+    def gain(
+        self, name: str, gen_res: int, size: int | None = None
+    ) -> tuple[dict[str, float], bool]:
+        """The validated gain of engine `name` at `gen_res`: (record, computed now). The
+        reference engine validates at crop `size` (the restore's; default the identity's)
+        and keeps its keys and confidence baseline for the restore."""
+        from threpair.engines.references import resize_crops
+
         table = self.identity.gains.setdefault(name, {})
         if str(gen_res) in table:
             return table[str(gen_res)], False
         ident = self.identity
         if name == "references":
             engine = self.references(gen_res)
+            holdout = resize_crops(ident.holdout, size) if size else ident.holdout
+            table[str(gen_res)] = validate(engine, holdout, ident.crop, gen_res)
+            engine.baseline_from(engine.frame_stats)
         else:
-            engine = ResizedRepair(self.sovqae())
-        table[str(gen_res)] = validate(engine, ident.holdout, ident.crop, gen_res)
+            table[str(gen_res)] = validate(
+                ResizedRepair(self.sovqae()), ident.holdout, ident.crop, gen_res
+            )
         return table[str(gen_res)], True
 
-    def choose(self, gen_res: int) -> tuple[str, list[str], dict[str, Any]]:
-        """(engine name, notes for the user, validated gains consulted)."""
+    def choose(
+        self, gen_res: int, size: int | None = None
+    ) -> tuple[str, list[str], dict[str, Any]]:
+        """(engine name, notes for the user, validated gains consulted); `size`: the crop
+        size the restore will use (see `gain`)."""
         notes: list[str] = []
         gains: dict[str, Any] = {}
         if self.engine == "passthrough":
             return "passthrough", notes, gains
         order = [self.engine] if self.engine != "auto" else self.identity.engines()[::-1]
         for name in order:
-            record, _ = self.gain(name, gen_res)
+            record, _ = self.gain(name, gen_res, size)
             gains[name] = record
             if record["gain"] > 0:
                 return name, notes, gains

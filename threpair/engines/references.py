@@ -146,7 +146,7 @@ class ReferenceEngine:
         self.resolution: int | None = None  # any multiple of GRID; `prepare` sets the size
         self.last_stats: list[FrameStats] = []
         self.frame_stats: list[FrameStats] = []
-        self.outside_baseline = 0.0
+        self._baselines: dict[int, float] = {}  # per crop size, see `outside_baseline`
         # fixed (attention, regression) weights instead of the per-pixel blend (benchmarks)
         self.blend: tuple[float, float] | None = None
         self._size = 0
@@ -182,14 +182,30 @@ class ReferenceEngine:
         self._down, self._up = low_band_projector(size, self.kept_grid, self.device)
         self._reg = fit_local(k, r - k, rect=(y0, y1, x0, x1))
         self.tau = self._loo_tau(k)
-        if self.holdout is not None and len(self.holdout):
-            hold = resize_crops(self.holdout, size)
-            q = self.prefilter(t(np.stack([simulate(h, self.gen_res, crop) for h in hold])))
-            outs = [
-                self._outside(attend(x, *self._bank(), self.cfg, rect=self._rect).best) for x in q
-            ]
-            self.outside_baseline = float(np.mean(outs))
         self._prev = None
+
+    @property
+    def outside_baseline(self) -> float:
+        """The mean `outside` share of the identity's held-out crops degraded like the keys,
+        at the prepared size (0 before `prepare` or without held-out crops): what a frame
+        the engine knows well looks like. Taken from the validation run when there was one
+        at this size (`baseline_from`), else computed here once."""
+        if self._size == 0 or self.holdout is None or not len(self.holdout):
+            return 0.0
+        if self._size not in self._baselines:
+            crop = replace(self.crop, size=self._size)
+            hold = resize_crops(self.holdout, self._size)
+            t = torch.from_numpy(np.stack([simulate(h, self.gen_res, crop) for h in hold]))
+            q = self.prefilter(t.to(self.device).permute(0, 3, 1, 2).float())
+            best = [attend(x, *self._bank(), self.cfg, rect=self._rect).best for x in q]
+            self._baselines[self._size] = float(np.mean([self._outside(b) for b in best]))
+        return self._baselines[self._size]
+
+    def baseline_from(self, stats: list[FrameStats]) -> None:
+        """Adopt the baseline from this engine's own run on every held-out crop degraded by
+        `simulate` at its prepared size (what engines.validate runs): the same number
+        `outside_baseline` would compute, without attending the crops a second time."""
+        self._baselines[self._size] = float(np.mean([s.outside for s in stats]))
 
     def _soft_box(self, size: int, box: tuple[float, float, float, float]) -> torch.Tensor:
         """(1, 1, S, S) weight of the prefilter: 1 inside the generator's box, 0 outside,

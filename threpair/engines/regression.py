@@ -49,35 +49,64 @@ class LocalRegression:
         s, r = self.size, self.radius
         qp = torch.nn.functional.pad(q[None].float(), (r,) * 4, mode="replicate")
         out = torch.zeros(3, s, s, dtype=torch.float32, device=q.device)
-        for (y0, y1, x0, x1), kernel, offset, weight in self._cells(q.device):
+        for (y0, y1, x0, x1), kernel, offset, weight in self._blocks(q.device):
             win = qp[:, :, y0 : y1 + 2 * r, x0 : x1 + 2 * r]
-            out[:, y0:y1, x0:x1] += torch.nn.functional.conv2d(win, kernel, offset)[0] * weight
+            pred = torch.nn.functional.conv2d(win, kernel, offset)[0]
+            out[:, y0:y1, x0:x1] = (pred.view(len(weight), 3, y1 - y0, x1 - x0) * weight).sum(0)
         return out
 
-    def _cells(self, dev: torch.device) -> list:
-        """Per fitted cell: its pixel window, conv kernel, offset and tent weights (built once
-        per device: they do not depend on the crop)."""
+    def _blocks(self, dev: torch.device) -> list:
+        """The pixel blocks that share their (up to) four nearest fitted cells, each with
+        those cells' kernels stacked (one convolution per block), offsets and tent weights
+        (m, 1, h, w). Built once per device: they do not depend on the crop."""
         cache = self._cache
         if dev not in cache:
             s, n, k = self.size, self.n, 2 * self.radius + 1
-            cell = s / n
             cy0, cx0 = self.origin
             ny, nx = self.weights.shape[:2]
             kernels = self.weights.permute(0, 1, 3, 2).reshape(ny, nx, 3, 3, k, k).to(dev)
             offsets = (self.bias - torch.einsum("yxf,yxfc->yxc", self.means, self.weights)).to(dev)
-            rows = [_support(cy0 + i, n, cell, s, dev) for i in range(ny)]
-            cols = [_support(cx0 + j, n, cell, s, dev) for j in range(nx)]
-            cache[dev] = [
-                (
-                    (int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1),
-                    kernels[i, j],
-                    offsets[i, j],
-                    wy[:, None] * wx[None, :],
-                )
-                for i, (ys, wy) in enumerate(rows)
-                for j, (xs, wx) in enumerate(cols)
-            ]
+            rows, cols = _parent_runs(s, n, cy0, ny, dev), _parent_runs(s, n, cx0, nx, dev)
+            blocks = []
+            for (y0, y1), ys in rows:
+                for (x0, x1), xs in cols:
+                    cells = [(i, wy, j, wx) for i, wy in ys for j, wx in xs]
+                    blocks.append(
+                        (
+                            (y0, y1, x0, x1),
+                            torch.cat([kernels[i, j] for i, _, j, _ in cells]),
+                            torch.cat([offsets[i, j] for i, _, j, _ in cells]),
+                            torch.stack([wy[:, None] * wx[None, :] for _, wy, _, wx in cells])[
+                                :, None
+                            ],
+                        )
+                    )
+            cache[dev] = blocks
         return cache[dev]
+
+
+def _parent_runs(size: int, n: int, first: int, count: int, dev: torch.device) -> list:
+    """Along one axis of an n-cell grid over `size` pixels: runs of pixels (start, stop) that
+    share their two nearest cell centres, each with [(fitted cell index, tent weights of the
+    run's pixels)] for the fitted cells first..first+count-1 among those two."""
+    cell = size / n
+    p = torch.arange(size, dtype=torch.float32)
+    u = ((p + 0.5) / cell - 0.5).clamp(0, n - 1)
+    lo = u.floor().long().clamp(max=n - 1)
+    frac = u - lo
+    runs = []
+    for c in range(max(0, first - 1), min(n, first + count)):
+        idx = torch.nonzero(lo == c).flatten()
+        if len(idx) == 0:
+            continue
+        a, b = int(idx[0]), int(idx[-1]) + 1
+        parents = [(c, 1 - frac[a:b]), (c + 1, frac[a:b])]
+        fitted = [
+            (i - first, w.to(dev)) for i, w in parents if first <= i < first + count and w.max() > 0
+        ]
+        if fitted:
+            runs.append(((a, b), fitted))
+    return runs
 
 
 def _support(i: int, n: int, cell: float, size: int, dev: torch.device):
