@@ -471,8 +471,14 @@ def restore(
                     loaded.pop()
                     if loaded
                     else load_face_model(
-                        model, device, hysteresis, temporal_smooth, precision, engine.value,
-                        generator, references,
+                        model,
+                        device,
+                        hysteresis,
+                        temporal_smooth,
+                        precision,
+                        engine.value,
+                        generator,
+                        references,
                     )
                 )
 
@@ -688,8 +694,9 @@ def train_identity(
     patch_size: Annotated[
         int | None,
         typer.Option(
-            min=0, help="Network training on random patches of this size (0 = whole crops) "
-            "[default: half the crop at 256 px and more]."
+            min=0,
+            help="Network training on random patches of this size (0 = whole crops) "
+            "[default: half the crop at 256 px and more].",
         ),
     ] = None,
     workers: Annotated[
@@ -701,8 +708,9 @@ def train_identity(
     patience: Annotated[
         int,
         typer.Option(
-            min=0, help="Stop network training after this many validations without "
-            "improvement (0 = never)."
+            min=0,
+            help="Stop network training after this many validations without "
+            "improvement (0 = never).",
         ),
     ] = 0,
     bank_size: Annotated[int, typer.Option(help="Reference crops kept in the bank.")] = 64,

@@ -392,7 +392,10 @@ class SOVQAE(nn.Module):
         return low_pass(x.float(), g) + high_pass(decoded.float(), g)
 
     def forward(
-        self, x: Tensor, prev_indices: Tensor | None = None, margin: float = 0.0,
+        self,
+        x: Tensor,
+        prev_indices: Tensor | None = None,
+        margin: float = 0.0,
         with_decoded: bool = False,
     ) -> tuple[Tensor, QuantizeResult] | tuple[Tensor, QuantizeResult, Tensor]:
         """(B, 3, S, S) in [-1, 1] -> (output (B, 3, S, S), QuantizeResult); with_decoded:

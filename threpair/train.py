@@ -264,7 +264,12 @@ class StepBatches(torch.utils.data.Dataset):
 
 
 def batches(
-    crops: np.ndarray, cfg: TrainConfig, gen_res: int, start: int, rank: int, world: int,
+    crops: np.ndarray,
+    cfg: TrainConfig,
+    gen_res: int,
+    start: int,
+    rank: int,
+    world: int,
     pin: bool,
 ) -> Any:
     """Iterator over the batches of steps start, start + 1, ... (see StepBatches)."""  # fmt: skip
