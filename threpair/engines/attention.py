@@ -50,7 +50,7 @@ class AttentionConfig:
     patch: int = 2
     tile: int = 8
     refs: int = 64
-    top_k: int = 8
+    top_k: int = 6
     temperature: float = 3.0
     color: bool = False
 

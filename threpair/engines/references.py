@@ -169,7 +169,8 @@ class ReferenceEngine:
         sigma = self.prefilter_px * (x1 - x0) / self.gen_res
         self._prefilter = blur_matrix(size, sigma, self.device) if sigma > 0 else None
         self._prefilter_mask = self._soft_box(size, (x0, y0, x1, y1))
-        k, r = self.prefilter(t(keys)), t(real)
+        raw, r = t(keys), t(real)
+        k = self.prefilter(raw)
         c = self.cfg
         self._keys_low = features(k, c)
         self._key_tiles = _tiles(self._keys_low, c.tile, c.window + c.patch)
@@ -180,7 +181,9 @@ class ReferenceEngine:
         self._rect = self._tile_rect(size)
         self.kept_grid = kept_grid(self.gen_res, crop.margin)
         self._down, self._up = low_band_projector(size, self.kept_grid, self.device)
-        self._reg = fit_local(k, r - k, rect=(y0, y1, x0, x1))
+        # the regression sees the generated crop as it is: each cell's linear map is fitted
+        # over every facet phase in it, so it inverts the facets without being tied to one
+        self._reg = fit_local(raw, r - raw, rect=(y0, y1, x0, x1))
         self.tau = self._loo_tau(k)
         self._prev = None
 
@@ -286,9 +289,10 @@ class ReferenceEngine:
             kept = 0.0 if self._prev is None else float((r.chosen == self._prev).float().mean())
             self._prev = r.chosen
             assert self._reg is not None
-            high = self._blend(r.high, self._reg.predict(smooth), r.best)
-            # the facets the prefilter removed go too; the kept grid stays the generator's
-            outs.append(q + self._high_pass(high - (q - smooth)))
+            # the attended band replaces the facets the prefilter removed (minus q - smooth);
+            # the regressed band is the correction of the crop as it is
+            high = self._blend(r.high - (q - smooth), self._reg.predict(q), r.best)
+            outs.append(q + self._high_pass(high))
             tau = self.tau
             best = r.best[self._box_cells]
             stats.append(

@@ -128,7 +128,7 @@ def fit_local(
     rect: tuple[int, int, int, int] | None = None,
     cell: int = 64,
     radius: int = 3,
-    samples: int = 256,
+    samples: int = 128,
     ridge: float = 1.0,
     seed: int = 0,
 ) -> LocalRegression:
