@@ -7,7 +7,8 @@ Keys are the bank crops degraded the way the generator degrades (its face box re
 `gen_res`), values their high band (real - degraded). Two estimates of the generated crop's
 missing band, blended per pixel by how well the attention matched (`MATCH_SCALE`):
 - attention (engines/attention.py): each generated crop attends to the keys block-locally
-  and copies the matched references' real texture;
+  and copies the matched references' real texture; queries and keys are first cleared of
+  the generator's upscaling facets (`PREFILTER`), whose phase differs between them;
 - regression (engines/regression.py): per-position ridge regressions from degraded patches
   to the high band, fitted in seconds on the bank: the person's own deconvolution, smooth
   and stable from frame to frame.
@@ -58,7 +59,12 @@ FALLBACK = (0.3, 1.0)
 # drops the query's and takes the references' real texture instead. 25 anchor_de_20s crops
 # (448 px) degraded by `threpair degrade` at 96 px, face / mouth PSNR gain, crop level: none
 # +4.25 / +3.98; 0.2 +4.56 / +4.25; 0.27 +4.66 / +4.33; 0.35 +4.70 / +4.34; 0.5 +4.56 / +4.14;
-# 0.7 +3.99 / +3.39. On crops simulated exactly like the keys it costs little (+5.46 -> +5.40).
+# 0.7 +3.99 / +3.39. On crops simulated exactly like the keys it costs a little (+5.46 ->
+# +5.40). On anchor identities with 64-crop banks and queries whose box is 1.5 generator
+# pixels off the keys' (face gain, 8 held-out crops): 448 px +4.67 -> +5.23, 288 px +3.62 ->
+# +3.98, 192 px +2.63 -> +2.67 (little to remove when the face box is barely upscaled). The
+# regression keeps the unfiltered crop: each of its cells is fitted over every facet phase
+# in it (with it on the raw crop, the engine's gain on the 25 crops: +4.61 -> +4.69).
 PREFILTER = 0.35
 
 
@@ -211,8 +217,8 @@ class ReferenceEngine:
         self._baselines[self._size] = float(np.mean([s.outside for s in stats]))
 
     def _soft_box(self, size: int, box: tuple[float, float, float, float]) -> torch.Tensor:
-        """(1, 1, S, S) weight of the prefilter: 1 inside the generator's box, 0 outside,
-        a one-pixel soft edge (outside the box the generated crop is the real frame)."""
+        """(1, 1, S, S) weight of the prefilter: 1 inside the generator's box, 0 from 4 px
+        outside it (a Gaussian edge of one px; outside the box the crop is the real frame)."""
         x0, y0, x1, y1 = (int(round(v)) for v in box)
         m = torch.zeros(1, 1, size, size, device=self.device)
         m[..., max(0, y0) : y1, max(0, x0) : x1] = 1.0
