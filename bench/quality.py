@@ -19,8 +19,8 @@ does not reach the input at this scale (../shared/docs/design.md, "Facts measure
 The knob table varies the reference engine on crops of the degraded video (crop level, no
 video I/O; scored on the generator's whole box, so its gains run higher than the frame-level
 ones, which score the face ellipse): fixed attention / regression weights instead of the
-per-pixel blend, the facet prefilter, temperature, references searched, top-k, search
-window, patch size, RGB matching, matching grid, and earlier sessions' defaults.
+per-pixel blend, the facet prefilter (off by default), temperature, references searched,
+top-k, search window, patch size, RGB matching, matching grid, earlier sessions' defaults.
 """
 
 from __future__ import annotations
@@ -121,8 +121,8 @@ def knobs(ident, gen_res: int, gen: Path, real: Path) -> list[dict]:
         "attention only": ({}, (1.0, 0.0), {}),
         "regression only": ({}, (0.0, 1.0), {}),
         "fixed blend 0.5 / 0.8": ({}, (0.5, 0.8), {}),
-        "no prefilter": ({}, None, {"prefilter": 0.0}),
-        "prefilter 0.5": ({}, None, {"prefilter": 0.5}),
+        "prefilter 0.2": ({}, None, {"prefilter": 0.2}),
+        "prefilter 0.35": ({}, None, {"prefilter": 0.35}),
         "temperature 2": ({"temperature": 2.0}, None, {}),
         "temperature 6": ({"temperature": 6.0}, None, {}),
         "refs 16": ({"refs": 16}, None, {}),
@@ -133,8 +133,8 @@ def knobs(ident, gen_res: int, gen: Path, real: Path) -> list[dict]:
         "patch 1": ({"patch": 1}, None, {}),
         "RGB matching": ({"color": True}, None, {}),
         "factor 2 (tile 16)": ({"factor": 2, "tile": 16}, None, {}),
-        "session 5 defaults (top 8, no prefilter)": ({"top_k": 8}, None, {"prefilter": 0.0}),
-        "session 4 defaults": (previous, (0.6, 0.6), {"prefilter": 0.0}),
+        "session 5 defaults (top 8)": ({"top_k": 8}, None, {}),
+        "session 4 defaults": (previous, (0.6, 0.6), {}),
     }
     for label, (kw, blend, engine_kw) in variants.items():
         engine = ReferenceEngine(ident.bank, ident.crop, gen_res, replace(base, **kw), **engine_kw)

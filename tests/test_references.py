@@ -190,15 +190,15 @@ def test_blend_follows_the_match_quality(synth):
 
 
 def test_prefilter_smooths_the_generator_box_only(synth):
-    """The facet prefilter (references.PREFILTER) works inside the generator's box: pixels
-    four or more px outside it (the real frame in a generated crop; the mask's edge is a
-    Gaussian of one px, three px wide) come back bit for bit, while inside it the crop is
+    """The facet prefilter (`ReferenceEngine(prefilter=0.35)`; off by default) works inside
+    the generator's box: pixels four or more px outside it (the real frame in a generated
+    crop; the mask's edge is a Gaussian of one px, three px wide) come back bit for bit, while inside it the crop is
     smoothed (sigma 0.35 generator px, 0.63 px here): its finest band (the crop minus its
     Gaussian blur at one px) measured 6.42 -> 5.26 levels RMS on the 10 held-out crops;
     asserted: below 90%. What the prefilter is for (facets of another phase than the keys')
-    is measured at the real scale in bench/quality.py (the "no prefilter" knob)."""
+    is measured at the real scale in bench/quality.py (the "prefilter" knobs)."""
     bank, hold, crop = synth
-    engine = ReferenceEngine(bank, crop, GEN)
+    engine = ReferenceEngine(bank, crop, GEN, prefilter=0.35)
     engine.prepare(SIZE)
     degraded = np.stack([simulate(h, GEN, crop) for h in hold])
     x = torch.from_numpy(degraded).permute(0, 3, 1, 2).float()
@@ -216,7 +216,7 @@ def test_prefilter_smooths_the_generator_box_only(synth):
     before, after = (float(fine(a)[inside].square().mean().sqrt()) for a in (x, y))
     print(f"finest band in the box: {before:.2f} -> {after:.2f} levels RMS")
     assert after <= 0.9 * before
-    off = ReferenceEngine(bank, crop, GEN, prefilter=0.0)
+    off = ReferenceEngine(bank, crop, GEN)
     off.prepare(SIZE)
     assert off.prefilter(x) is x
 

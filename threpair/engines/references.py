@@ -7,8 +7,8 @@ Keys are the bank crops degraded the way the generator degrades (its face box re
 `gen_res`), values their high band (real - degraded). Two estimates of the generated crop's
 missing band, blended per pixel by how well the attention matched (`MATCH_SCALE`):
 - attention (engines/attention.py): each generated crop attends to the keys block-locally
-  and copies the matched references' real texture; queries and keys are first cleared of
-  the generator's upscaling facets (`PREFILTER`), whose phase differs between them;
+  and copies the matched references' real texture (optionally after clearing queries and
+  keys of the generator's upscaling facets, whose phase differs between them: `prefilter`);
 - regression (engines/regression.py): per-position ridge regressions from degraded patches
   to the high band, fitted in seconds on the bank: the person's own deconvolution, smooth
   and stable from frame to frame.
@@ -50,22 +50,21 @@ GRID = 32  # crop sizes must be multiples of this (factor x tile of the default 
 MATCH_SCALE = 2.0
 ALPHA_SIGMA = 2.0
 FALLBACK = (0.3, 1.0)
-# Inside the generator's box, queries and keys are first smoothed by a Gaussian of PREFILTER
-# generator pixels: the generator's upscaling leaves facets on its own pixel grid (bilinear
-# ramps every crop / gen_res px), whose phase and angle in a restore crop differ from those
-# of the engine's simulated keys (the real generator renders in frame space, the keys in
-# crop space). Without the prefilter the copied high band (real - key) carries the keys'
-# facets onto a query whose facets sit elsewhere; with it, both lose the facets, the output
-# drops the query's and takes the references' real texture instead. 25 anchor_de_20s crops
-# (448 px) degraded by `threpair degrade` at 96 px, face / mouth PSNR gain, crop level: none
-# +4.25 / +3.98; 0.2 +4.56 / +4.25; 0.27 +4.66 / +4.33; 0.35 +4.70 / +4.34; 0.5 +4.56 / +4.14;
-# 0.7 +3.99 / +3.39. On crops simulated exactly like the keys it costs a little (+5.46 ->
-# +5.40). On anchor identities with 64-crop banks and queries whose box is 1.5 generator
-# pixels off the keys' (face gain, 8 held-out crops): 448 px +4.67 -> +5.23, 288 px +3.62 ->
-# +3.98, 192 px +2.63 -> +2.67 (little to remove when the face box is barely upscaled). The
-# regression keeps the unfiltered crop: each of its cells is fitted over every facet phase
-# in it (with it on the raw crop, the engine's gain on the 25 crops: +4.61 -> +4.69).
-PREFILTER = 0.35
+# The facet prefilter (`ReferenceEngine(prefilter=sigma)`, in generator pixels; off by
+# default): inside the generator's box, queries and keys are first smoothed by a Gaussian.
+# The generator's upscaling leaves facets on its own pixel grid (bilinear ramps every crop /
+# gen_res px), whose phase and angle in a restore crop differ from those of the simulated
+# keys (the real generator renders in frame space, the keys in crop space), so the copied
+# high band (real - key) carries the keys' facets onto a query whose facets sit elsewhere;
+# with both smoothed, the output drops the query's facets and takes the references' texture.
+# On crops it pays: 25 anchor_de_20s crops (448 px) degraded by `threpair degrade` at 96 px,
+# face / mouth gain over the generator's box: off +4.25 / +3.98, 0.2 +4.56 / +4.25, 0.35
+# +4.70 / +4.34, 0.5 +4.56 / +4.14, 0.7 +3.99 / +3.39. On whole restored frames (face
+# ellipse, after the paste and the encode; the held-out 25% of each clip) it does not:
+# 0.35 vs off, face / mouth PSNR: anchor_de_20s +0.13 / +0.09, obama_20s -0.12 / -0.20,
+# hill_8s -0.19 / -0.08; 0.2: obama -0.01 / -0.03, hill -0.05 / -0.02. Hence off. The
+# regression always sees the unfiltered crop: each of its cells is fitted over every facet
+# phase in it.
 
 
 def kept_grid(gen_res: int, margin: float) -> int:
@@ -137,7 +136,7 @@ class ReferenceEngine:
         device: str | torch.device = "cpu",
         keep_bonus: float = 0.1,
         holdout: np.ndarray | None = None,
-        prefilter: float = PREFILTER,
+        prefilter: float = 0.0,
     ) -> None:
         if bank.ndim != 4 or bank.shape[-1] != 3 or len(bank) == 0 or bank.dtype != np.uint8:
             raise InputError(f"the reference bank must be uint8 (N, S, S, 3), got {bank.shape}")
@@ -225,7 +224,8 @@ class ReferenceEngine:
         return _gaussian(m, 1.0)
 
     def prefilter(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) crops with the generator box smoothed (see PREFILTER)."""
+        """(B, 3, S, S) crops with the generator box smoothed (the facet prefilter, see
+        the comment above `ReferenceEngine`; unchanged when it is off)."""
         b = self._prefilter
         if b is None:
             return x
