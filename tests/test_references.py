@@ -4,6 +4,7 @@ batched, it keeps the generator's low band (the mouth shape), and bad banks fail
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import cv2
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 
 from tests.conftest import real_clip
 from threpair.config import DetectConfig, PipelineConfig
-from threpair.engines import region_masks, validate
+from threpair.engines import EngineRequest, region_masks, validate
 from threpair.engines.attention import AttentionConfig
 from threpair.engines.references import (
     FALLBACK,
@@ -233,6 +234,23 @@ def test_low_band_projector_is_exact():
     torch.testing.assert_close(twice, low, atol=1e-3, rtol=0)
     area = F.interpolate(h[None], size=(27, 27), mode="area")[0]
     torch.testing.assert_close(down @ h @ down.t(), area, atol=1e-3, rtol=0)
+
+
+def test_confidence_baseline_from_the_validation_run(synth_identity):
+    """Validation at a restore's crop size leaves the engine prepared at that size with the
+    confidence baseline of its own run on the held-out crops: the number the engine would
+    compute by attending them again (a fresh engine computes it lazily), and not 0."""
+    ident = copy.deepcopy(synth_identity)  # gain() caches its record in the identity
+    request = EngineRequest(ident)
+    record, computed = request.gain("references", 48, size=SIZE)
+    assert computed and record["crops"] == len(ident.holdout)
+    engine = request.references(48)
+    assert engine._size == SIZE and SIZE in engine._baselines  # adopted, not recomputed
+    fresh = ReferenceEngine(ident.bank, ident.crop, 48, holdout=ident.holdout)
+    fresh.prepare(SIZE)
+    assert engine.outside_baseline == fresh.outside_baseline
+    assert 0.0 < fresh.outside_baseline < 1.0
+    assert ReferenceEngine(ident.bank, ident.crop, 48, holdout=ident.holdout).outside_baseline == 0
 
 
 def test_restore_references_option_reaches_the_engine(synth_identity, tmp_path):
