@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -439,10 +440,11 @@ def restore(
         from threpair.generators import resolve
 
         resolve(generator)  # a typo fails here, before any work
-        face_model = load_face_model(
-            model, device, hysteresis, temporal_smooth, precision, engine.value, generator,
-            references,
+        load_model = partial(
+            load_face_model, model, device, hysteresis, temporal_smooth, precision,
+            engine.value, generator, references,
         )  # fmt: skip
+        face_model = load_model()
         size = getattr(face_model, "resolution", None) or CropConfig().size
         cfg = PipelineConfig(
             detect=DetectConfig(
@@ -467,20 +469,7 @@ def restore(
             loaded = [face_model]  # the first worker reuses the model loaded above
 
             def model_factory():
-                return (
-                    loaded.pop()
-                    if loaded
-                    else load_face_model(
-                        model,
-                        device,
-                        hysteresis,
-                        temporal_smooth,
-                        precision,
-                        engine.value,
-                        generator,
-                        references,
-                    )
-                )
+                return loaded.pop() if loaded else load_model()
 
             restore_folder(
                 inputs, output, model_factory, cfg, batch_size, overwrite, shard, jobs, log,

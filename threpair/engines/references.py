@@ -111,15 +111,13 @@ def low_band_projector(size: int, grid: int, device: torch.device) -> tuple:
 
 
 def _gaussian(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (B, C, H, W), each channel on its own, edges replicated."""
+    """Separable Gaussian blur of (1, 1, H, W), edges replicated."""
     r = max(1, int(3 * sigma))
     t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
     w = torch.exp(-(t**2) / (2 * sigma**2))
     w = w / w.sum()
-    c = x.shape[1]
-    wx, wy = w.view(1, 1, 1, -1).expand(c, 1, 1, -1), w.view(1, 1, -1, 1).expand(c, 1, -1, 1)
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), wx, groups=c)
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), wy, groups=c)
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), w.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), w.view(1, 1, -1, 1))
 
 
 class ReferenceEngine:
@@ -288,16 +286,17 @@ class ReferenceEngine:
         self.prepare(int(x.shape[-1]))
         outs, stats = [], []
         for q in x.float():
-            smooth = self.prefilter(q[None])[0]
+            smooth = q if self._prefilter is None else self.prefilter(q[None])[0]
             r = attend(
                 smooth, *self._bank(), self.cfg, self._prev, self.keep_bonus, rect=self._rect
             )
             kept = 0.0 if self._prev is None else float((r.chosen == self._prev).float().mean())
             self._prev = r.chosen
             assert self._reg is not None
-            # the attended band replaces the facets the prefilter removed (minus q - smooth);
-            # the regressed band is the correction of the crop as it is
-            high = self._blend(r.high - (q - smooth), self._reg.predict(q), r.best)
+            # with the prefilter on, the attended band replaces the facets it removed (minus
+            # q - smooth); the regressed band is the correction of the crop as it is
+            att = r.high if smooth is q else r.high - (q - smooth)
+            high = self._blend(att, self._reg.predict(q), r.best)
             outs.append(q + self._high_pass(high))
             tau = self.tau
             best = r.best[self._box_cells]
