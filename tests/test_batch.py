@@ -177,12 +177,15 @@ def test_run_records_every_error_and_goes_on(tmp_path):
 
 @pytest.mark.parametrize("parallel", [1, 3])
 def test_ctrl_c_stops_the_batch_and_keeps_the_log(tmp_path, parallel):
-    first_done = threading.Event()
+    first_done, interrupted = threading.Event(), threading.Event()
 
     def process(job: Job) -> dict:
         if job.name == "o1":
             first_done.wait(timeout=5)
+            interrupted.set()
             raise KeyboardInterrupt  # what Ctrl-C looks like in the running file
+        if job.name != "o0":  # with parallel workers, files after o1 end after the Ctrl-C
+            interrupted.wait(timeout=5)  # (else instant jobs could all finish before it)
         job.output.parent.mkdir(parents=True, exist_ok=True)
         job.output.write_text("done")
         first_done.set()
