@@ -114,7 +114,7 @@ def knobs(ident, gen_res: int, gen: Path, real: Path) -> list[dict]:
     score = lambda x, m: float(np.mean([psnr(a, b, mask=m) for a, b in zip(x, r)]))  # noqa: E731
     rows = []
     base = AttentionConfig()
-    previous = {"factor": 2, "window": 2, "patch": 1, "tile": 16, "refs": 8, "top_k": 4,
+    previous = {"factor": 2, "window": 2, "patch": 1, "refs": 8, "top_k": 4,
                 "temperature": 4.0, "color": True}  # fmt: skip
     variants = {
         "default": ({}, None, {}),
@@ -132,7 +132,7 @@ def knobs(ident, gen_res: int, gen: Path, real: Path) -> list[dict]:
         "window 2": ({"window": 2}, None, {}),
         "patch 1": ({"patch": 1}, None, {}),
         "RGB matching": ({"color": True}, None, {}),
-        "factor 2 (tile 16)": ({"factor": 2, "tile": 16}, None, {}),
+        "factor 2": ({"factor": 2}, None, {}),
         "session 5 defaults (top 8)": ({"top_k": 8}, None, {}),
         "session 4 defaults": (previous, (0.6, 0.6), {}),
     }

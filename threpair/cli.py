@@ -324,8 +324,8 @@ def restore(
     references: Annotated[
         int | None,
         typer.Option(
-            help="Bank references the reference engine searches per 8x8-cell tile (the "
-            "nearest ones): fewer is faster and a little less sharp. Default: all (64 in a "
+            help="Bank references the reference engine searches per frame (the nearest "
+            "ones): fewer is faster and a little less sharp. Default: all (64 in a "
             "default bank).",
             show_default=False,
         ),

@@ -10,8 +10,9 @@ the same on the CPU and on CUDA and can be tested on their own.
 Matching runs on a grid `factor` times coarser than the crop (queries and keys hold only
 the generator's low band, which survives that), on patches of (2 * patch + 1)^2 grid cells,
 searched within +-`window` cells around the same position (crops are aligned by the
-tracker, so the same part of the face is near the same place) in the references preselected
-per tile. The best `top_k` matches per grid cell get softmax weights (temperature in uint8
+tracker, so the same part of the face is near the same place) in every reference of the
+bank (or the `refs` nearest to the crop). Each reference's best offset per grid cell is
+kept; the `top_k` nearest references per cell get softmax weights (temperature in uint8
 units of patch RMS distance); the output high band is gathered at full resolution from the
 matched positions, each pixel blending the matches of its four nearest grid cells
 (bilinear), so there are no block edges.
@@ -30,14 +31,14 @@ class AttentionConfig:
     """Knobs of the reference attention.
 
     factor: matching grid = crop / factor (1, 2 or 4). window: search radius in grid cells.
-    patch: patch radius in grid cells. tile: grid cells per preselection tile side.
-    refs: references preselected per tile (by distance at zero offset; all of them when the
-    bank holds no more). top_k: matches kept per grid cell. temperature: softmax temperature
+    patch: patch radius in grid cells. refs: references preselected per crop (by distance
+    over the generator's box at zero offset; all of them when the bank holds no more).
+    top_k: references kept per grid cell. temperature: softmax temperature
     on the patch RMS distance (uint8 units). color: match on RGB instead of luma.
 
     Defaults, measured on 12 crops of anchor_de_20s's last 25% degraded by `threpair
     degrade` at 96 px (448-px crops, 64-crop bank; crop-level face PSNR gain;
-    `bench/results/quality_knobs.md`): the previous ones (factor 2, window 2, patch 1, tile
+    `bench/results/quality_knobs.md`): the previous ones (factor 2, window 2, patch 1,
     16, 8 RGB references, top 4, temperature 4; with their 0.6 / 0.6 regression blend) +3.78
     dB; these +4.30 alone, +4.28 in the engine's blend. Searching more references is what
     pays (in the blend, 16: +3.86, 32: +4.11, all 64: +4.28); luma matches
@@ -50,7 +51,6 @@ class AttentionConfig:
     factor: int = 4
     window: int = 1
     patch: int = 2
-    tile: int = 8
     refs: int = 64
     top_k: int = 6
     temperature: float = 3.0
@@ -63,7 +63,7 @@ class AttentionResult:
 
     high: torch.Tensor
     best: torch.Tensor
-    chosen: torch.Tensor  # (T, refs) reference indices preselected per tile
+    chosen: torch.Tensor  # (refs,) reference indices preselected for the crop
 
 
 def lowres(x: torch.Tensor, factor: int) -> torch.Tensor:
@@ -87,43 +87,30 @@ def features(x: torch.Tensor, cfg: AttentionConfig) -> torch.Tensor:
 def preselect(
     q_low: torch.Tensor,
     keys_low: torch.Tensor,
-    tile: int,
     refs: int,
+    rect: tuple[int, int, int, int],
     prev: torch.Tensor | None = None,
     keep_bonus: float = 0.0,
     exclude: int | None = None,
 ) -> torch.Tensor:
-    """(T, refs) indices of the references nearest to the query in each tile (zero offset).
+    """(R,) indices of the `refs` references nearest to the query over the grid cells of
+    `rect` (y0, y1, x0, x1), at zero offset; all of them (but `exclude`) when the bank holds
+    no more.
 
-    `prev` (T, refs) from the previous frame: those references' distances are scaled by
+    `prev` (R,) from the previous frame: those references' distances are scaled by
     (1 - keep_bonus), so the set changes only when another reference is clearly nearer.
     `exclude`: a reference never chosen (leave-one-out statistics of the bank).
     """
     n_keys = keys_low.shape[0]
     if refs >= n_keys - (exclude is not None):  # every reference: nothing to choose
-        idx = [i for i in range(n_keys) if i != exclude][:refs]
-        t = (q_low.shape[-1] // tile) ** 2
-        return torch.tensor(idx, device=q_low.device).expand(t, -1)
-    d = (keys_low - q_low[None]).pow(2).sum(1)  # (N, L, L)
-    d = F.avg_pool2d(d[:, None], tile)[:, 0]  # (N, Lt, Lt)
-    d = d.flatten(1).t()  # (T, N)
+        return torch.tensor([i for i in range(n_keys) if i != exclude][:refs], device=q_low.device)
+    y0, y1, x0, x1 = rect
+    d = (keys_low[..., y0:y1, x0:x1] - q_low[None, :, y0:y1, x0:x1]).square().mean((1, 2, 3))
     if exclude is not None:
-        d[:, exclude] = float("inf")
+        d[exclude] = float("inf")
     if prev is not None and keep_bonus > 0:
-        d = d.scatter(1, prev, d.gather(1, prev) * (1 - keep_bonus))
-    n = min(refs, d.shape[1])
-    return d.topk(n, dim=1, largest=False).indices
-
-
-def _tiles(x: torch.Tensor, tile: int, halo: int) -> torch.Tensor:
-    """(..., C, L, L) -> (..., T, C, tile + 2 halo, tile + 2 halo) overlapping tiles."""
-    lead = x.shape[:-3]
-    c, h, w = x.shape[-3:]
-    xp = F.pad(x.reshape(-1, c, h, w), (halo,) * 4, mode="replicate")
-    size = tile + 2 * halo
-    u = F.unfold(xp, size, stride=tile)  # (M, C*size*size, T)
-    t = u.shape[-1]
-    return u.transpose(1, 2).reshape(*lead, t, c, size, size)
+        d = d.scatter(0, prev, d[prev] * (1 - keep_bonus))
+    return d.topk(min(refs, n_keys), largest=False).indices
 
 
 def _window_sum(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
@@ -152,63 +139,62 @@ def _box(x: torch.Tensor, r: int) -> torch.Tensor:
     return _window_sum(_window_sum(x, r, x.dim() - 2), r, x.dim() - 1)
 
 
-CHUNK = 32  # tiles per distance block: the temporaries of a block stay in the CPU's cache
+BAND = 16  # rows of grid cells matched at a time: the running minimum stays in the cache
 
 
 def match(
     q_low: torch.Tensor,
-    key_tiles: torch.Tensor,
+    keys_padded: torch.Tensor,
     chosen: torch.Tensor,
     cfg: AttentionConfig,
-    rect: tuple[int, int, int, int] | None = None,
+    rect: tuple[int, int, int, int],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Top-k matches per grid cell of the tile rectangle `rect` (ty0, ty1, tx0, tx1; None =
-    all tiles).
+    """The `top_k` nearest references per grid cell of `rect` (y0, y1, x0, x1), each at its
+    own best offset within +-window cells.
 
-    key_tiles: (N, T, C, tile + 2h, tile + 2h) with h = window + patch (see `_tiles`);
-    chosen: (T, R) from `preselect`. Returns (dist, ref, dy, dx), each (k, H, W) over the
-    rectangle's grid cells: patch RMS distances, reference index, offset in cells.
+    keys_padded: (N, C, L + 2h, L + 2h) key features with edges replicated over h = window +
+    patch cells (`KeyBank`); chosen: (R,) from `preselect`. Returns (dist, ref, dy, dx), each
+    (k, H, W) over the rectangle: patch RMS distances (nearest first), reference index and
+    offset in cells. A reference counts once per cell, at its best offset: neighbouring
+    offsets of one reference are near copies of each other, and blending copies shifted by
+    a cell blurs what they hold.
     """
-    w, p, t = cfg.window, cfg.patch, cfg.tile
-    side, span = t + 2 * p, 2 * w + 1
-    n_side = q_low.shape[-1] // t
-    ty0, ty1, tx0, tx1 = rect or (0, n_side, 0, n_side)
-    ys, xs = torch.arange(ty0, ty1), torch.arange(tx0, tx1)
-    active = (ys[:, None] * n_side + xs[None, :]).flatten().to(chosen.device)
-    qt = _tiles(q_low, t, p)[active]  # (T', C, side, side)
-    chosen = chosen[active]
-    kt = key_tiles[chosen, active[:, None]]  # (T', R, C, side + 2w, side + 2w)
-    scale = 1.0 / (qt.shape[1] * (2 * p + 1) ** 2)
+    qp = F.pad(q_low[None], (cfg.patch,) * 4, mode="replicate")[0]
+    keys = keys_padded if len(chosen) == len(keys_padded) else keys_padded[chosen]
+    y0, y1, x0, x1 = rect
+    bands = [
+        _match_rows(qp, keys, cfg, (a, min(a + BAND, y1), x0, x1)) for a in range(y0, y1, BAND)
+    ]
+    dist, sel, dy, dx = (torch.cat(x, 1) for x in zip(*bands))
+    return dist, chosen[sel], dy, dx
 
-    def sq(x: torch.Tensor) -> torch.Tensor:  # (.., C, h, w) squared differences summed over C
-        x = x.square_()
-        return x[..., 0, :, :] if x.shape[-3] == 1 else x.sum(-3)
 
-    blocks = []
-    for a in range(0, len(qt), CHUNK):  # one offset at a time, a block of tiles at a time
-        kb, qb = kt[a : a + CHUNK], qt[a : a + CHUNK, None]
-        blocks.append(
-            torch.stack(
-                [
-                    _box(sq(kb[..., dy : dy + side, dx : dx + side] - qb), p)
-                    for dy in range(span)
-                    for dx in range(span)
-                ],
-                2,
-            )
-        )
-    d = torch.cat(blocks).flatten(1, 2).mul_(scale)  # (T, R * O, t, t) mean sq. difference
-    k = min(cfg.top_k, d.shape[1])
-    best, idx = d.topk(k, dim=1, largest=False)  # (T, k, t, t), nearest first
-    ref = chosen.gather(1, (idx // (span * span)).flatten(1)).view_as(idx)
-    off = idx % (span * span)
-    dy, dx = off // span - w, off % span - w
-    ny, nx = ty1 - ty0, tx1 - tx0
-
-    def grid(x: torch.Tensor) -> torch.Tensor:  # (T', k, t, t) -> (k, ny * t, nx * t)
-        return x.view(ny, nx, k, t, t).permute(2, 0, 3, 1, 4).reshape(k, ny * t, nx * t)
-
-    return grid(best.clamp_min(0).sqrt()), grid(ref), grid(dy), grid(dx)
+def _match_rows(
+    qp: torch.Tensor, keys: torch.Tensor, cfg: AttentionConfig, rect: tuple[int, int, int, int]
+) -> tuple[torch.Tensor, ...]:
+    """`match` for one band of rows; qp: the query features padded by `patch` cells; returns
+    the index into `keys`, not the reference's."""
+    w, p = cfg.window, cfg.patch
+    y0, y1, x0, x1 = rect
+    h, wd = y1 - y0 + 2 * p, x1 - x0 + 2 * p
+    q = qp[:, y0 : y0 + h, x0 : x0 + wd]
+    span = 2 * w + 1
+    best = idx = None
+    for o in range(span * span):  # one offset at a time over every reference: a running min
+        dy, dx = divmod(o, span)
+        d = (keys[..., y0 + dy : y0 + dy + h, x0 + dx : x0 + dx + wd] - q).square_()
+        d = _box(d[:, 0] if d.shape[1] == 1 else d.sum(1), p)  # (R, H, W)
+        if best is None or idx is None:
+            best, idx = d, torch.zeros(d.shape, dtype=torch.uint8, device=d.device)
+        else:
+            idx.masked_fill_(d < best, o)
+            best = torch.minimum(best, d)
+    assert best is not None and idx is not None
+    k = min(cfg.top_k, best.shape[0])
+    dist, sel = best.topk(k, dim=0, largest=False)  # (k, H, W)
+    off = idx.gather(0, sel).long()
+    scale = 1.0 / (q.shape[0] * (2 * p + 1) ** 2)
+    return dist.mul_(scale).clamp_min_(0).sqrt_(), sel, off // span - w, off % span - w
 
 
 def sub_block(factor: int) -> int:
@@ -286,36 +272,52 @@ def gather_high(
     return out.view(hs, ws, b, b, c).permute(4, 0, 2, 1, 3).reshape(c, h, w_)
 
 
+@dataclass(frozen=True)
+class KeyBank:
+    """What `attend` searches, built once per crop size by `KeyBank.build` from keys and
+    values (N, 3, S, S): the keys' matching features (N, C, L, L), the same with edges
+    replicated over window + patch cells, and the values as gather rows (`pad_values`)."""
+
+    low: torch.Tensor
+    padded: torch.Tensor
+    rows: torch.Tensor
+    pad: int
+
+    @classmethod
+    def build(cls, keys: torch.Tensor, values: torch.Tensor, cfg: AttentionConfig) -> KeyBank:
+        low = features(keys, cfg)
+        padded = F.pad(low, (cfg.window + cfg.patch,) * 4, mode="replicate")
+        pad = cfg.factor * cfg.window
+        return cls(low, padded, pad_values(values, pad, cfg.factor), pad)
+
+
 def attend(
     q: torch.Tensor,
-    keys_low: torch.Tensor,
-    key_tiles: torch.Tensor,
-    value_rows: torch.Tensor,
-    pad: int,
+    bank: KeyBank,
     cfg: AttentionConfig,
+    rect: tuple[int, int, int, int] | None = None,
     prev_chosen: torch.Tensor | None = None,
     keep_bonus: float = 0.0,
     exclude: int | None = None,
-    rect: tuple[int, int, int, int] | None = None,
 ) -> AttentionResult:
     """The attended high band for one query crop (see the module docstring).
 
-    `rect` (ty0, ty1, tx0, tx1): only the grid tiles in this rectangle are attended (where
-    the generator changed pixels); the high band is 0 elsewhere and `best` is +inf there.
+    `rect` (y0, y1, x0, x1): only the grid cells in this rectangle are attended (where the
+    generator changed pixels; None: all); the high band is 0 elsewhere and `best` is +inf
+    there.
     """
     q_low = features(q, cfg)
-    refs = min(cfg.refs, len(keys_low) - (exclude is not None))
-    chosen = preselect(q_low, keys_low, cfg.tile, refs, prev_chosen, keep_bonus, exclude)
-    n_side = q_low.shape[-1] // cfg.tile
-    ty0, ty1, tx0, tx1 = rect or (0, n_side, 0, n_side)
-    dist, ref, dy, dx = match(q_low, key_tiles, chosen, cfg, (ty0, ty1, tx0, tx1))
+    n = q_low.shape[-1]
+    rect = rect or (0, n, 0, n)
+    refs = min(cfg.refs, len(bank.low) - (exclude is not None))
+    chosen = preselect(q_low, bank.low, refs, rect, prev_chosen, keep_bonus, exclude)
+    dist, ref, dy, dx = match(q_low, bank.padded, chosen, cfg, rect)
     weights = torch.softmax(-dist / cfg.temperature, dim=0)
-    cell = cfg.tile * cfg.factor
-    origin = (ty0 * cell, tx0 * cell)
-    part = gather_high(value_rows, q.shape[-1], pad, weights, ref, dy, dx, cfg.factor, origin)
+    y0, y1, x0, x1 = rect
+    origin = (y0 * cfg.factor, x0 * cfg.factor)
+    part = gather_high(bank.rows, q.shape[-1], bank.pad, weights, ref, dy, dx, cfg.factor, origin)
     high = torch.zeros_like(q)
     high[:, origin[0] : origin[0] + part.shape[1], origin[1] : origin[1] + part.shape[2]] = part
     best = torch.full(q_low.shape[-2:], float("inf"), device=q.device, dtype=dist.dtype)
-    gy, gx = ty0 * cfg.tile, tx0 * cfg.tile
-    best[gy : gy + dist.shape[1], gx : gx + dist.shape[2]] = dist[0]
+    best[y0:y1, x0:x1] = dist[0]
     return AttentionResult(high=high, best=best, chosen=chosen)

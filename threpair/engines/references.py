@@ -31,13 +31,13 @@ import torch
 import torch.nn.functional as F
 
 from threpair.config import CropConfig
-from threpair.engines.attention import AttentionConfig, _tiles, attend, features, pad_values
+from threpair.engines.attention import AttentionConfig, KeyBank, attend
 from threpair.engines.regression import LocalRegression, fit_local
 from threpair.errors import InputError
 from threpair.generators import crop_box, simulate
 from threpair.inference import FrameStats
 
-GRID = 32  # crop sizes must be multiples of this (factor x tile of the default attention)
+GRID = 32  # crop sizes must be multiples of this
 # How the attended and the regressed high band are blended, per pixel, by how well the
 # attention matched there: alpha = exp(-(best / (MATCH_SCALE * tau))^2) from the grid cell's
 # best patch distance (tau: the bank's own leave-one-out 90th percentile), smoothed over
@@ -155,11 +155,12 @@ class ReferenceEngine:
         self._size = 0
         self._prev: torch.Tensor | None = None
         self._reg: LocalRegression | None = None
+        self._keys: KeyBank | None = None
 
     # ---- per crop size
 
     def prepare(self, size: int) -> None:
-        """Resize the bank to `size`, build keys / values / tiles and the confidence scale."""
+        """Resize the bank to `size`, build keys / values and the confidence scale."""
         if size == self._size:
             return
         if size % GRID or size < 2 * GRID:
@@ -174,14 +175,10 @@ class ReferenceEngine:
         self._prefilter_mask = self._soft_box(size, (x0, y0, x1, y1))
         raw, r = t(keys), t(real)
         k = self.prefilter(raw)
-        c = self.cfg
-        self._keys_low = features(k, c)
-        self._key_tiles = _tiles(self._keys_low, c.tile, c.window + c.patch)
-        self._pad = c.factor * c.window
-        self._rows = pad_values(r - k, self._pad, c.factor)
+        self._keys = KeyBank.build(k, r - k, self.cfg)
         self._size = size
         self._box_cells = self._box_mask(size)
-        self._rect = self._tile_rect(size)
+        self._rect = self._cell_rect(size)
         self.kept_grid = kept_grid(self.gen_res, crop.margin)
         self._down, self._up = low_band_projector(size, self.kept_grid, self.device)
         # the regression sees the generated crop as it is: each cell's linear map is fitted
@@ -203,7 +200,7 @@ class ReferenceEngine:
             hold = resize_crops(self.holdout, self._size)
             t = torch.from_numpy(np.stack([simulate(h, self.gen_res, crop) for h in hold]))
             q = self.prefilter(t.to(self.device).permute(0, 3, 1, 2).float())
-            best = [attend(x, *self._bank(), self.cfg, rect=self._rect).best for x in q]
+            best = [attend(x, self._key_bank(), self.cfg, self._rect).best for x in q]
             self._baselines[self._size] = float(np.mean([self._outside(b) for b in best]))
         return self._baselines[self._size]
 
@@ -229,8 +226,9 @@ class ReferenceEngine:
             return x
         return x + self._prefilter_mask * (b @ x @ b.t() - x)
 
-    def _bank(self) -> tuple:
-        return self._keys_low, self._key_tiles, self._rows, self._pad
+    def _key_bank(self) -> KeyBank:
+        assert self._keys is not None, "prepare() builds the keys"
+        return self._keys
 
     def _box_mask(self, size: int) -> torch.Tensor:
         n = size // self.cfg.factor
@@ -239,15 +237,15 @@ class ReferenceEngine:
         m[max(0, y0) : y1, max(0, x0) : x1] = True
         return m
 
-    def _tile_rect(self, size: int) -> tuple[int, int, int, int]:
-        """The grid tiles (ty0, ty1, tx0, tx1) that cover the generator's box: outside it
-        the generated crop is the real frame, so there is nothing to attend to (and keys
+    def _cell_rect(self, size: int) -> tuple[int, int, int, int]:
+        """The grid cells (y0, y1, x0, x1) that cover the generator's box plus a cell: outside
+        it the generated crop is the real frame, so there is nothing to attend to (and keys
         equal their references there, so the high band would be 0 anyway)."""
-        t = self.cfg.tile
         n = size // self.cfg.factor
         x0, y0, x1, y1 = (v * n for v in crop_box(replace(self.crop, size=size)))
-        clip = lambda v: int(min(max(v, 0), n // t))  # noqa: E731
-        return clip(y0 // t), clip(-(-y1 // t)), clip(x0 // t), clip(-(-x1 // t))
+        lo = lambda v: int(min(max(v // 1 - 1, 0), n))  # noqa: E731
+        hi = lambda v: int(min(max(-(-v // 1) + 1, 0), n))  # noqa: E731
+        return lo(y0), hi(y1), lo(x0), hi(x1)
 
     def _loo_tau(self, keys: torch.Tensor, n: int = 8) -> float:
         """90th percentile of the best patch distance in the face box when bank crops are
@@ -256,7 +254,7 @@ class ReferenceEngine:
             return float("inf")
         idx = np.unique(np.linspace(0, len(keys) - 1, min(n, len(keys))).round().astype(int))
         best = [
-            attend(keys[i], *self._bank(), self.cfg, exclude=int(i), rect=self._rect).best[
+            attend(keys[i], self._key_bank(), self.cfg, self._rect, exclude=int(i)).best[
                 self._box_cells
             ]
             for i in idx
@@ -281,15 +279,14 @@ class ReferenceEngine:
         return y.round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
     @torch.inference_mode()
-    def run_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        """float (B, 3, S, S) crops in 0-255 on `device` -> repaired crops, same form."""
+    def run_tensor(self, x: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        """float (B, 3, S, S) crops in 0-255 on `device` -> repaired crops, same form
+        (clamped to 0-255 unless `clamp` is False)."""
         self.prepare(int(x.shape[-1]))
         outs, stats = [], []
         for q in x.float():
             smooth = q if self._prefilter is None else self.prefilter(q[None])[0]
-            r = attend(
-                smooth, *self._bank(), self.cfg, self._prev, self.keep_bonus, rect=self._rect
-            )
+            r = attend(smooth, self._key_bank(), self.cfg, self._rect, self._prev, self.keep_bonus)
             kept = 0.0 if self._prev is None else float((r.chosen == self._prev).float().mean())
             self._prev = r.chosen
             assert self._reg is not None
@@ -309,7 +306,8 @@ class ReferenceEngine:
             )
         self.last_stats = stats
         self.frame_stats += stats
-        return torch.stack(outs).clamp_(0, 255)
+        out = torch.stack(outs)
+        return out.clamp_(0, 255) if clamp else out
 
     def _blend(self, att: torch.Tensor, reg: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
         """Per-pixel blend of the attended and regressed high band (see MATCH_SCALE)."""
