@@ -139,9 +139,6 @@ def _box(x: torch.Tensor, r: int) -> torch.Tensor:
     return _window_sum(_window_sum(x, r, x.dim() - 2), r, x.dim() - 1)
 
 
-BAND = 16  # rows of grid cells matched at a time: the running minimum stays in the cache
-
-
 def match(
     q_low: torch.Tensor,
     keys_padded: torch.Tensor,
@@ -161,19 +158,6 @@ def match(
     """
     qp = F.pad(q_low[None], (cfg.patch,) * 4, mode="replicate")[0]
     keys = keys_padded if len(chosen) == len(keys_padded) else keys_padded[chosen]
-    y0, y1, x0, x1 = rect
-    bands = [
-        _match_rows(qp, keys, cfg, (a, min(a + BAND, y1), x0, x1)) for a in range(y0, y1, BAND)
-    ]
-    dist, sel, dy, dx = (torch.cat(x, 1) for x in zip(*bands))
-    return dist, chosen[sel], dy, dx
-
-
-def _match_rows(
-    qp: torch.Tensor, keys: torch.Tensor, cfg: AttentionConfig, rect: tuple[int, int, int, int]
-) -> tuple[torch.Tensor, ...]:
-    """`match` for one band of rows; qp: the query features padded by `patch` cells; returns
-    the index into `keys`, not the reference's."""
     w, p = cfg.window, cfg.patch
     y0, y1, x0, x1 = rect
     h, wd = y1 - y0 + 2 * p, x1 - x0 + 2 * p
@@ -194,7 +178,8 @@ def _match_rows(
     dist, sel = best.topk(k, dim=0, largest=False)  # (k, H, W)
     off = idx.gather(0, sel).long()
     scale = 1.0 / (q.shape[0] * (2 * p + 1) ** 2)
-    return dist.mul_(scale).clamp_min_(0).sqrt_(), sel, off // span - w, off % span - w
+    dist = dist.mul_(scale).clamp_min_(0).sqrt_()
+    return dist, chosen[sel], off // span - w, off % span - w
 
 
 def sub_block(factor: int) -> int:
