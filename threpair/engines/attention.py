@@ -36,23 +36,24 @@ class AttentionConfig:
     top_k: references kept per grid cell. temperature: softmax temperature
     on the patch RMS distance (uint8 units). color: match on RGB instead of luma.
 
-    Defaults, measured on 12 crops of anchor_de_20s's last 25% degraded by `threpair
-    degrade` at 96 px (448-px crops, 64-crop bank; crop-level face PSNR gain;
-    `bench/results/quality_knobs.md`): the previous ones (factor 2, window 2, patch 1,
-    16, 8 RGB references, top 4, temperature 4; with their 0.6 / 0.6 regression blend) +3.78
-    dB; these +4.30 alone, +4.28 in the engine's blend. Searching more references is what
-    pays (in the blend, 16: +3.86, 32: +4.11, all 64: +4.28); luma matches
-    about as well as RGB at a third of the matching cost; factor 2 (+4.52) and window 2
-    (+4.44) gain a little more for two to three times the time. Top 6 instead of 8 (25 crops
-    of the same clip, with the prefilter): face / mouth +4.61 / +4.28 both, 4: +4.60 / +4.21;
-    the gather costs in proportion.
+    Defaults, measured on 25 crops of anchor_de_20s's last 25% degraded by `threpair
+    degrade` at 96 px (448-px crops, 64-crop bank; crop level, face / mouth PSNR gain over
+    the generator's box, then over the face ellipse that the frame-level scores use; the
+    knob table in `bench/results/quality_knobs.md`): session 6's (factor 4, patch 2, top 6)
+    +4.26 / +3.93, ellipse +3.26 / +3.77; factor 2 (2-px cells, +-2 px search; each
+    2 x 2-px block takes its own references, where 4-px cells blend theirs over 8 px)
+    +4.59 / +4.33, ellipse +3.65 / +4.16; with patch 3 (14 px) +4.67 / +4.32, ellipse
+    +3.82 / +4.23. Top 4 instead of 6 at factor 2: within 0.02 dB, a third less gathering.
+    Window 2 at factor 2: +0.1 more for twice the matching; temperature 2 or 4.5: within
+    0.03. Searching every reference of the bank pays (at factor 4, 16: -0.4 dB, 32: -0.17);
+    luma matches about as well as RGB at a third of the matching cost.
     """
 
-    factor: int = 4
+    factor: int = 2
     window: int = 1
-    patch: int = 2
+    patch: int = 3
     refs: int = 64
-    top_k: int = 6
+    top_k: int = 4
     temperature: float = 3.0
     color: bool = False
 
