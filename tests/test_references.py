@@ -264,13 +264,18 @@ def test_confidence_baseline_from_the_validation_run(synth_identity):
 
 
 def test_restore_references_option_reaches_the_engine(synth_identity, tmp_path):
-    """`restore --references N`: the engine searches N references per frame (default: all)."""
+    """`restore --references N`: the engine searches N references per frame (default: all);
+    `--match-grid 4`: the 4-px grid with its own patch and top-k (default: the 2-px one)."""
     from threpair.cli import load_face_model
 
     path = synth_identity.save(tmp_path / "p.safetensors")
-    assert load_face_model(str(path), "cpu").attention.refs >= len(synth_identity.bank)
+    default = load_face_model(str(path), "cpu").attention
+    assert default.refs >= len(synth_identity.bank) and default.factor == 2
     request = load_face_model(str(path), "cpu", references=4)
     assert request.attention.refs == 4 and request.references(GEN).cfg.refs == 4
+    coarse = load_face_model(str(path), "cpu", references=4, match_grid=4)
+    assert (coarse.attention.factor, coarse.attention.patch, coarse.attention.refs) == (4, 2, 4)
+    assert coarse.references(GEN).cfg == coarse.attention
 
 
 def test_empty_bank_and_bad_sizes_are_input_errors(synth):
