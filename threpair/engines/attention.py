@@ -183,37 +183,23 @@ def match(
     return dist, chosen[sel], off // span - w, off % span - w
 
 
-def sub_block(factor: int) -> int:
-    """Side of the pixel blocks that share their four nearest grid cells: half a grid cell
-    (the pixels on one side of a cell's centre), 1 for odd factors."""
-    return factor // 2 if factor % 2 == 0 else 1
+def tent(factor: int) -> tuple[int, torch.Tensor]:
+    """(K, weights (K,)): the K pixels that grid cell i's bilinear weight reaches, from
+    pixel factor * i - factor // 2 on, and its weight on each (1 at the cell's centre, 0 a
+    cell away)."""
+    k = 2 * factor - factor % 2
+    j = torch.arange(k, dtype=torch.float32)
+    return k, 1 - (j - factor // 2 - (factor - 1) / 2).abs() / factor
 
 
-def pad_values(values: torch.Tensor, pad: int, factor: int) -> torch.Tensor:
-    """(N, 3, S, S) high band -> rows of `sub_block(factor)`^2 pixels x 3 channels, zero-padded
-    by `pad` (a multiple of factor) so that every offset match stays inside its reference
-    without clamping (see `gather_high`)."""
-    b = sub_block(factor)
-    v = F.pad(values, (pad,) * 4)
-    n, c, sp, _ = v.shape
-    v = v.view(n, c, sp // b, b, sp // b, b).permute(0, 2, 4, 3, 5, 1)
-    return v.reshape(-1, b * b * c).contiguous()
-
-
-def _parents(
-    n: int, origin: int, factor: int, cells: int, dev: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For pixels origin..origin+n-1: the two nearest grid cells (of `cells`, the first at
-    pixel origin) and the bilinear weight of the second."""
-    pos = (torch.arange(n, device=dev, dtype=torch.float32) + 0.5) / factor - 0.5
-    lo = pos.floor().clamp(0, cells - 1)
-    frac = (pos - lo).clamp(0, 1)
-    lo = lo.long()
-    return lo, (lo + 1).clamp(max=cells - 1), frac
+def value_canvas(values: torch.Tensor, pad: int) -> torch.Tensor:
+    """(N, 3, S, S) high band -> (N, S + 2 pad, S + 2 pad, 3), zero-padded so that every
+    block `gather_high` reads stays inside its reference."""
+    return F.pad(values, (pad,) * 4).permute(0, 2, 3, 1).contiguous()
 
 
 def gather_high(
-    rows: torch.Tensor,
+    canvas: torch.Tensor,
     size: int,
     pad: int,
     weights: torch.Tensor,
@@ -226,60 +212,58 @@ def gather_high(
     """Blend the matched values at full resolution: (3, H, W) for the pixels of the grid
     cells given, whose first cell starts at pixel `origin` (y, x) of the S x S crop.
 
-    rows: `pad_values(values, pad, factor)` with pad >= factor * window. weights, ref, dy,
-    dx: (k, Hc, Wc) per grid cell; each pixel takes the matches of its four nearest grid
+    canvas: `value_canvas(values, pad)` with pad >= factor * window + factor // 2. weights,
+    ref, dy, dx: (k, Hc, Wc) per grid cell. Each pixel takes the matches of its nearest grid
     cells, bilinearly weighted, each at the pixel's own position shifted by factor * (dy,
-    dx). Offsets are whole cells, so the pixels of a sub-block (`sub_block`) share their
-    four cells and move together: one gathered row per sub-block and match, not per pixel.
+    dx): per cell and match, the block of pixels its weight reaches is read at once (a
+    strided view, one index per block), the matches are summed with their softmax weights,
+    and the blocks are overlap-added (`F.fold`) with the bilinear tent. At the edges of the
+    cell rectangle the weights are renormalised, so the edge cells reach its border.
     """
-    b = sub_block(factor)
-    sb = (size + 2 * pad) // b  # sub-blocks per side of a padded reference
     k, hc, wc = weights.shape
-    h, w_ = min(hc * factor, size - origin[0]), min(wc * factor, size - origin[1])
-    hs, ws = h // b, w_ // b
-    dev = rows.device
-    ylo, yhi, yf = _parents(h, origin[0], factor, hc, dev)
-    xlo, xhi, xf = _parents(w_, origin[1], factor, wc, dev)
-    py = torch.arange(hs, device=dev) + (origin[0] + pad) // b
-    px = torch.arange(ws, device=dev) + (origin[1] + pad) // b
-    base = py[:, None] * sb + px[None, :]  # (Hs, Ws) row of each sub-block
-    step = factor // b
-    cell = ref * (sb * sb) + step * (dy * sb + dx)  # (k, Hc, Wc) row shift of each match
-    c = rows.shape[1] // (b * b)
-    out = torch.zeros(hs * ws, b, b, c, device=dev, dtype=weights.dtype)
-    for gy, wy in ((ylo, 1 - yf), (yhi, yf)):
-        for gx, wx in ((xlo, 1 - xf), (xhi, xf)):
-            sy, sx = gy[::b], gx[::b]  # the sub-blocks' cells
-            pix = (wy.view(hs, 1, b, 1) * wx.view(1, ws, 1, b)).reshape(1, hs * ws, b, b, 1)
-            wt = weights[:, sy][:, :, sx].reshape(k, hs * ws, 1, 1, 1) * pix
-            idx = cell[:, sy][:, :, sx] + base
-            picked = rows.index_select(0, idx.flatten()).view(k, hs * ws, b, b, c).to(out.dtype)
-            out += (picked * wt).sum(0)
-    return out.view(hs, ws, b, b, c).permute(4, 0, 2, 1, 3).reshape(c, h, w_)
+    f, dev = factor, weights.device
+    n, sp, _, c = canvas.shape
+    side, t = tent(f)
+    ys = origin[0] - f // 2 + f * torch.arange(hc, device=dev)
+    xs = origin[1] - f // 2 + f * torch.arange(wc, device=dev)
+    top = ((ref * sp + ys[:, None] + f * dy + pad) * sp + xs[None, :] + f * dx + pad) * c
+    flat = canvas.view(-1)
+    blocks = flat.as_strided(
+        (flat.numel() - ((side - 1) * (sp + 1) + 1) * c + 1, side, side, c), (1, sp * c, c, 1)
+    )[top]  # (k, Hc, Wc, side, side, c)
+    acc = torch.einsum("kab,kabxyc->abxyc", weights, blocks.to(weights.dtype))
+    t2 = (t[:, None] * t[None, :]).to(dev)
+    cols = (acc * t2[:, :, None]).permute(4, 2, 3, 0, 1).reshape(1, c * side * side, hc * wc)
+    full = ((hc - 1) * f + side, (wc - 1) * f + side)
+    out = F.fold(cols, full, side, stride=f)
+    norm = F.fold(t2.reshape(1, -1, 1).expand(1, -1, hc * wc), full, side, stride=f)
+    h, w_ = min(hc * f, size - origin[0]), min(wc * f, size - origin[1])
+    o = f // 2
+    return (out / norm)[0, :, o : o + h, o : o + w_]
 
 
 @dataclass(frozen=True)
 class KeyBank:
     """What `attend` searches, built once per crop size by `KeyBank.build` from keys and
     values (N, 3, S, S): the keys' matching features (N, C, L, L), the same with edges
-    replicated over window + patch cells, and the values as gather rows (`pad_values`)."""
+    replicated over window + patch cells, and the values as a canvas (`value_canvas`)."""
 
     low: torch.Tensor
     padded: torch.Tensor
-    rows: torch.Tensor
+    canvas: torch.Tensor
     pad: int
 
     @classmethod
     def build(cls, keys: torch.Tensor, values: torch.Tensor, cfg: AttentionConfig) -> KeyBank:
         low = features(keys, cfg)
         padded = F.pad(low, (cfg.window + cfg.patch,) * 4, mode="replicate")
-        pad = cfg.factor * cfg.window
-        rows = pad_values(values, pad, cfg.factor)
+        pad = cfg.factor * cfg.window + cfg.factor // 2
+        canvas = value_canvas(values, pad)
         # whole numbers up to 256 (real - key of uint8 crops) are exact in bfloat16, which
-        # halves the memory the gather reads from (measured 63 -> 43 ms per 448-px crop)
-        if torch.equal(rows, rows.round()) and float(rows.abs().max()) <= 256:
-            rows = rows.bfloat16()
-        return cls(low, padded, rows, pad)
+        # halves the memory the gather reads from
+        if torch.equal(canvas, canvas.round()) and float(canvas.abs().max()) <= 256:
+            canvas = canvas.bfloat16()
+        return cls(low, padded, canvas, pad)
 
 
 def attend(
@@ -306,7 +290,7 @@ def attend(
     weights = torch.softmax(-dist / cfg.temperature, dim=0)
     y0, y1, x0, x1 = rect
     origin = (y0 * cfg.factor, x0 * cfg.factor)
-    part = gather_high(bank.rows, q.shape[-1], bank.pad, weights, ref, dy, dx, cfg.factor, origin)
+    part = gather_high(bank.canvas, q.shape[-1], bank.pad, weights, ref, dy, dx, cfg.factor, origin)
     high = torch.zeros_like(q)
     high[:, origin[0] : origin[0] + part.shape[1], origin[1] : origin[1] + part.shape[2]] = part
     best = torch.full(q_low.shape[-2:], float("inf"), device=q.device, dtype=dist.dtype)
