@@ -18,9 +18,10 @@ does not reach the input at this scale (../shared/docs/design.md, "Facts measure
 
 The knob table varies the reference engine on crops of the degraded video (crop level, no
 video I/O; scored on the generator's whole box, whose gains run higher than the frame-level
-ones, and on the face ellipse and mouth that those score): fixed attention / regression weights instead of the
-per-pixel blend, the facet prefilter (off by default), temperature, references searched,
-top-k, search window, patch size, RGB matching, session 6's defaults (a 4-px grid).
+ones, and on the face ellipse and mouth that those score): fixed attention / regression
+weights instead of the per-pixel blend, the facet prefilter (off by default), temperature,
+references searched, top-k, search window, patch size, RGB matching, session 6's defaults
+(a 4-px grid).
 """
 
 from __future__ import annotations

@@ -231,7 +231,9 @@ def gather_high(
     blocks = flat.as_strided(
         (flat.numel() - ((side - 1) * (sp + 1) + 1) * c + 1, side, side, c), (1, sp * c, c, 1)
     )[top]  # (k, Hc, Wc, side, side, c)
-    acc = torch.einsum("kab,kabxyc->abxyc", weights, blocks.to(weights.dtype))
+    acc = blocks[0].to(weights.dtype) * weights[0, ..., None, None, None]
+    for j in range(1, k):  # a loop of in-place multiply-adds beats einsum's copies
+        acc.addcmul_(blocks[j].to(weights.dtype), weights[j, ..., None, None, None])
     t2 = (t[:, None] * t[None, :]).to(dev)
     cols = (acc * t2[:, :, None]).permute(4, 2, 3, 0, 1).reshape(1, c * side * side, hc * wc)
     full = ((hc - 1) * f + side, (wc - 1) * f + side)
