@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from tests.conftest import real_clip
 from threpair.config import DetectConfig, PipelineConfig
 from threpair.engines import EngineRequest, region_masks, validate
-from threpair.engines.attention import AttentionConfig
+from threpair.engines.attention import AttentionConfig, gather_high, value_canvas
 from threpair.engines.references import (
     FALLBACK,
     ReferenceEngine,
@@ -143,6 +143,28 @@ def test_low_band_on_the_engines_own_grid_is_exact(synth):
           f"mean {d.mean():.3f} levels")  # fmt: skip
     assert d_raw.max() <= 1e-3
     assert d.max() <= 3.0
+
+
+@pytest.mark.parametrize("factor", [1, 2, 3, 4])
+def test_gather_copies_the_matched_block(factor):
+    """The gather's bilinear tents sum to one everywhere in the cell rectangle, its edges
+    included: when every cell matches one reference at one offset, the output is that
+    reference's values at that offset, exactly (an odd-sized rectangle away from the crop's
+    origin, random weights split over two identical matches, random values)."""
+    g = torch.Generator().manual_seed(factor)
+    size, pad, k = 24 * factor, 2 * factor, 2
+    values = torch.randint(-60, 60, (3, 3, size, size), generator=g).float()
+    canvas = value_canvas(values, pad)
+    y0, x0, hc, wc = 3, 5, 11, 9
+    w = torch.rand(1, hc, wc, generator=g)
+    weights = torch.cat([w, 1 - w])
+    ref = torch.full((k, hc, wc), 2)
+    dy, dx = torch.full((k, hc, wc), -1), torch.full((k, hc, wc), 1)
+    out = gather_high(canvas, size, pad, weights, ref, dy, dx, factor, (y0 * factor, x0 * factor))
+    ys, xs = (y0 - 1) * factor, (x0 + 1) * factor
+    want = values[2, :, ys : ys + hc * factor, xs : xs + wc * factor]
+    assert out.shape == want.shape
+    assert torch.allclose(out, want, atol=1e-4)
 
 
 def test_regression_cells_blend_to_one():
