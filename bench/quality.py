@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import RESULTS, Timer, clip_path, write_results  # noqa: E402
 from threpair.config import PipelineConfig, identity_restore  # noqa: E402
 from threpair.engines import EngineRequest, region_masks  # noqa: E402
-from threpair.engines.attention import AttentionConfig  # noqa: E402
+from threpair.engines.attention import GRID_SETTINGS, AttentionConfig  # noqa: E402
 from threpair.engines.references import ReferenceEngine  # noqa: E402
 from threpair.evaluate import degrade_video, evaluate_videos, face_crops  # noqa: E402
 from threpair.geometry import region_mask  # noqa: E402
@@ -122,7 +122,6 @@ def knobs(ident, gen_res: int, gen: Path, real: Path) -> list[dict]:
     score = lambda x, m: float(np.mean([psnr(a, b, mask=m) for a, b in zip(x, r)]))  # noqa: E731
     rows = []
     base = AttentionConfig()
-    session6 = {"factor": 4, "patch": 2, "top_k": 6}
     variants = {
         "default": ({}, None, {}),
         "attention only": ({}, (1.0, 0.0), {}),
@@ -137,7 +136,7 @@ def knobs(ident, gen_res: int, gen: Path, real: Path) -> list[dict]:
         "patch 2": ({"patch": 2}, None, {}),
         "patch 4": ({"patch": 4}, None, {}),
         "RGB matching": ({"color": True}, None, {}),
-        "factor 4 (session 6 defaults)": (session6, None, {}),
+        "factor 4 (session 6 defaults)": (GRID_SETTINGS[4], None, {}),
     }
     for label, (kw, blend, engine_kw) in variants.items():
         engine = ReferenceEngine(ident.bank, ident.crop, gen_res, replace(base, **kw), **engine_kw)

@@ -251,9 +251,8 @@ def load_face_model(
     except ValueError as e:  # an unknown name, or fp16 without CUDA
         raise InputError(f"--precision {precision}: {e}") from None
     ident = Identity.load(path, device=dev)
-    attention = AttentionConfig() if references is None else AttentionConfig(refs=references)
-    if match_grid == 4:  # session 6's defaults: 1.4x faster end to end, about 0.2 dB softer
-        attention = replace(attention, factor=4, patch=2, top_k=6)
+    refs = {} if references is None else {"refs": references}
+    attention = AttentionConfig.for_grid(match_grid or 2, **refs)
     return EngineRequest(
         ident, engine, generator, str(dev), precision, hysteresis, smooth, attention=attention
     )

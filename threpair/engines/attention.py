@@ -57,6 +57,19 @@ class AttentionConfig:
     temperature: float = 3.0
     color: bool = False
 
+    @classmethod
+    def for_grid(cls, px: int = 2, **kw) -> AttentionConfig:
+        """The defaults for a matching grid of `px` pixels per cell (2 or 4; see above: the
+        4-px grid with session 6's patch and top-k, about 1.4x faster end to end and
+        0.1-0.3 dB softer), with `kw` overriding any field."""
+        if px not in GRID_SETTINGS:
+            raise ValueError(f"matching grid {px} px: use one of {sorted(GRID_SETTINGS)}")
+        return cls(**{**GRID_SETTINGS[px], **kw})
+
+
+# per matching grid (px per cell), the fields that differ from AttentionConfig's defaults
+GRID_SETTINGS: dict[int, dict] = {2: {}, 4: {"factor": 4, "patch": 2, "top_k": 6}}
+
 
 @dataclass
 class AttentionResult:
@@ -222,7 +235,7 @@ def gather_high(
     """
     k, hc, wc = weights.shape
     f, dev = factor, weights.device
-    n, sp, _, c = canvas.shape
+    _, sp, _, c = canvas.shape
     side, t = tent(f)
     ys = origin[0] - f // 2 + f * torch.arange(hc, device=dev)
     xs = origin[1] - f // 2 + f * torch.arange(wc, device=dev)
