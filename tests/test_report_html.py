@@ -71,9 +71,13 @@ def _png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", head[16:24])
 
 
-def test_report_plays_in_chromium(clip, tmp_path):
+def test_report_plays_in_chromium(tmp_path):
     """The CLI's page in headless Chromium: no console errors, both videos play in sync,
     the mouth zoom draws, a screenshot is written."""
+    from tests.conftest import make_clip
+
+    # 6 s: long enough that a slow (loaded) machine still looks while both videos play
+    clip = make_clip(tmp_path / "long.mp4", 150)
     page = tmp_path / "report.html"
     res = CliRunner().invoke(
         app, ["restore", str(clip), str(tmp_path / "out.mp4"), "--html", str(page), "-q"]
@@ -83,13 +87,15 @@ def test_report_plays_in_chromium(clip, tmp_path):
         b.open(page)
         b.wait_for("threpairReport.vin.readyState >= 2 && threpairReport.vout.readyState >= 2")
         assert b.evaluate("threpairReport.vout.play().then(() => true)", await_promise=True)
-        b.pump(1.2)
-        t_in, t_out, paused = b.evaluate(
+        b.wait_for("threpairReport.vout.currentTime > 1.0")
+        # one snapshot of both players, taken in the page in one go
+        t_in, t_out, in_paused, out_ended = b.evaluate(
             "[threpairReport.vin.currentTime, threpairReport.vout.currentTime,"
-            " threpairReport.vin.paused]"
+            " threpairReport.vin.paused, threpairReport.vout.ended]"
         )
-        assert t_out > 0.3 and t_in > 0.3, (t_in, t_out)  # both advanced: they play
-        assert not paused and abs(t_in - t_out) < 0.2  # the input follows the output
+        assert not out_ended, t_out  # looked while the output was still playing
+        assert t_in > 0.8, (t_in, t_out)  # the input advanced with it: it plays
+        assert not in_paused and abs(t_in - t_out) < 0.2  # the input follows the output
         # the zoomed mouth canvas shows video pixels, not the black fill
         lit = b.evaluate(
             "(() => { const d = document.getElementById('z-out').getContext('2d')"
