@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from threpair.engines.match_cpu import match_bands
+
 
 @dataclass(frozen=True)
 class AttentionConfig:
@@ -171,29 +173,47 @@ def match(
     a cell blurs what they hold.
     """
     qp = F.pad(q_low[None], (cfg.patch,) * 4, mode="replicate")[0]
-    keys = keys_padded if len(chosen) == len(keys_padded) else keys_padded[chosen]
     w, p = cfg.window, cfg.patch
     y0, y1, x0, x1 = rect
-    h, wd = y1 - y0 + 2 * p, x1 - x0 + 2 * p
-    q = qp[:, y0 : y0 + h, x0 : x0 + wd]
+    q = qp[:, y0 : y1 + 2 * p, x0 : x1 + 2 * p]
     span = 2 * w + 1
+    if q.device.type == "cpu":  # one fused kernel, in cache-sized bands (match_cpu.py)
+        dist, sel, off = match_bands(q, keys_padded, chosen, (y0, x0), w, p, cfg.top_k)
+    else:
+        dist, sel, off = _match_tensors(q, keys_padded, chosen, (y0, x0), w, p, cfg.top_k)
+    scale = 1.0 / (q.shape[0] * (2 * p + 1) ** 2)
+    dist = dist.mul_(scale).clamp_min_(0).sqrt_()
+    return dist, chosen[sel], off // span - w, off % span - w
+
+
+def _match_tensors(
+    q: torch.Tensor,
+    keys_padded: torch.Tensor,
+    chosen: torch.Tensor,
+    origin: tuple[int, int],
+    window: int,
+    patch: int,
+    top_k: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`match_cpu.match_bands` as tensor operations (for CUDA): q (C, H + 2 patch, W + 2
+    patch) against keys_padded from `origin` on; (squared patch distances, positions in
+    `chosen`, offset numbers), each (k, H, W)."""
+    keys = keys_padded if len(chosen) == len(keys_padded) else keys_padded[chosen]
+    span, (y0, x0) = 2 * window + 1, origin
+    h, wd = q.shape[-2:]
     best = idx = None
     for o in range(span * span):  # one offset at a time over every reference: a running min
         dy, dx = divmod(o, span)
         d = (keys[..., y0 + dy : y0 + dy + h, x0 + dx : x0 + dx + wd] - q).square_()
-        d = _box(d[:, 0] if d.shape[1] == 1 else d.sum(1), p)  # (R, H, W)
+        d = _box(d[:, 0] if d.shape[1] == 1 else d.sum(1), patch)  # (R, H, W)
         if best is None or idx is None:
             best, idx = d, torch.zeros(d.shape, dtype=torch.uint8, device=d.device)
         else:
             idx.masked_fill_(d < best, o)
             best = torch.minimum(best, d)
     assert best is not None and idx is not None
-    k = min(cfg.top_k, best.shape[0])
-    dist, sel = best.topk(k, dim=0, largest=False)  # (k, H, W)
-    off = idx.gather(0, sel).long()
-    scale = 1.0 / (q.shape[0] * (2 * p + 1) ** 2)
-    dist = dist.mul_(scale).clamp_min_(0).sqrt_()
-    return dist, chosen[sel], off // span - w, off % span - w
+    dist, sel = best.topk(min(top_k, best.shape[0]), dim=0, largest=False)  # (k, H, W)
+    return dist, sel, idx.gather(0, sel).long()
 
 
 def tent(factor: int) -> tuple[int, torch.Tensor]:

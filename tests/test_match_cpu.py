@@ -1,0 +1,83 @@
+"""The reference attention's matching (engines/attention.py `match`): the fused CPU kernel
+(engines/match_cpu.py) and the tensor version CUDA runs both return each grid cell's nearest
+references at their best offsets, checked against patch distances summed out by brute force
+in float64."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from threpair.engines.attention import AttentionConfig, _match_tensors, match
+from threpair.engines.match_cpu import match_bands
+
+
+def _fields(n: int, channels: int, size: int, seed: int) -> torch.Tensor:
+    """Smooth random images in 0-255: neighbouring cells alike, as on faces."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, channels, size // 4, size // 4, generator=g) * 255
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def _brute_force(q_low, keys_padded, chosen, cfg, rect) -> np.ndarray:
+    """(R, span^2, H, W) float64 squared patch distances of every chosen reference at every
+    offset, written straight from the definition."""
+    w, p = cfg.window, cfg.patch
+    h = w + p
+    y0, y1, x0, x1 = rect
+    qp = F.pad(q_low[None], (p,) * 4, mode="replicate")[0].double().numpy()
+    keys = keys_padded[chosen].double().numpy()
+    span = 2 * w + 1
+    out = np.zeros((len(chosen), span * span, y1 - y0, x1 - x0))
+    for o in range(span * span):
+        oy, ox = o // span - w, o % span - w
+        for u in range(-p, p + 1):
+            for v in range(-p, p + 1):
+                k = keys[:, :, y0 + oy + u + h : y1 + oy + u + h, x0 + ox + v + h : x1 + ox + v + h]
+                qv = qp[:, y0 + u + p : y1 + u + p, x0 + v + p : x1 + v + p]
+                out[:, o] += ((k - qv[None]) ** 2).sum(1)
+    return out
+
+
+@pytest.mark.parametrize(
+    "channels, window, patch, top_k",
+    [(1, 1, 3, 4), (3, 2, 2, 6), (1, 0, 1, 1)],
+)
+def test_match_returns_the_nearest_references_at_their_best_offsets(channels, window, patch, top_k):
+    """On the CPU (the kernel) and through the tensor version: per cell, the k smallest of
+    the references' best distances over the window, nearest first, and the reference and
+    offset reported for each are ones at which the patch distance is that value (ties may
+    pick either). A rectangle away from the grid's edges and a shuffled subset of the bank."""
+    size, n = 40, 9
+    cfg = AttentionConfig(window=window, patch=patch, top_k=top_k, color=channels == 3)
+    keys = _fields(n, channels, size, seed=1)
+    q_low = _fields(1, channels, size, seed=2)[0] * 0.1 + keys[3] * 0.9  # near reference 3
+    keys_padded = F.pad(keys, (window + patch,) * 4, mode="replicate")
+    chosen = torch.tensor([7, 3, 0, 5, 8, 1, 6])
+    rect = (3, 31, 5, 38)  # 28 x 33 cells
+    truth = _brute_force(q_low, keys_padded, chosen, cfg, rect)  # (R, O, H, W)
+    cells = (2 * patch + 1) ** 2 * channels
+    per_ref = np.sqrt(truth.min(1) / cells)  # RMS distance at each reference's best offset
+    expected = np.sort(per_ref, axis=0)[:top_k]
+    span = 2 * window + 1
+    y, x = np.meshgrid(np.arange(28), np.arange(33), indexing="ij")
+    pos = {int(r): i for i, r in enumerate(chosen)}
+
+    dist, ref, dy, dx = match(q_low, keys_padded, chosen, cfg, rect)
+    np.testing.assert_allclose(dist.numpy(), expected, rtol=1e-4, atol=1e-3)
+    for j in range(top_k):  # what each pick is, measured independently
+        r = np.vectorize(pos.get)(ref[j].numpy())
+        o = (dy[j].numpy() + window) * span + dx[j].numpy() + window
+        at_pick = np.sqrt(truth[r, o, y, x] / cells)
+        np.testing.assert_allclose(at_pick, expected[j], rtol=1e-4, atol=1e-3)
+    assert (ref[0].numpy() == 3).mean() > 0.9  # the query was made from reference 3
+
+    # the tensor version (CUDA's) on the same input: the same distances and picks
+    qp = F.pad(q_low[None], (patch,) * 4, mode="replicate")[0]
+    q = qp[:, rect[0] : rect[1] + 2 * patch, rect[2] : rect[3] + 2 * patch]
+    d_t, sel_t, off_t = _match_tensors(q, keys_padded, chosen, rect[::2], window, patch, top_k)
+    d_k, sel_k, off_k = match_bands(q, keys_padded, chosen, rect[::2], window, patch, top_k)
+    torch.testing.assert_close(d_t, d_k, rtol=1e-4, atol=1e-2)
+    assert (sel_t == sel_k).float().mean() > 0.99 and (off_t == off_k).float().mean() > 0.99
