@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from threpair.engines.match_cpu import match_bands
+from threpair.engines.attention_cpu import gather_rows, match_bands
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,7 @@ def match(
     y0, y1, x0, x1 = rect
     q = qp[:, y0 : y1 + 2 * p, x0 : x1 + 2 * p]
     span = 2 * w + 1
-    if q.device.type == "cpu":  # one fused kernel, in cache-sized bands (match_cpu.py)
+    if q.device.type == "cpu":  # one fused kernel, in cache-sized bands (attention_cpu.py)
         dist, sel, off = match_bands(q, keys_padded, chosen, (y0, x0), w, p, cfg.top_k)
     else:
         dist, sel, off = _match_tensors(q, keys_padded, chosen, (y0, x0), w, p, cfg.top_k)
@@ -195,7 +195,7 @@ def _match_tensors(
     patch: int,
     top_k: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`match_cpu.match_bands` as tensor operations (for CUDA): q (C, H + 2 patch, W + 2
+    """`attention_cpu.match_bands` as tensor operations (for CUDA): q (C, H + 2 patch, W + 2
     patch) against keys_padded from `origin` on; (squared patch distances, positions in
     `chosen`, offset numbers), each (k, H, W)."""
     keys = keys_padded if len(chosen) == len(keys_padded) else keys_padded[chosen]
@@ -247,12 +247,33 @@ def gather_high(
 
     canvas: `value_canvas(values, pad)` with pad >= factor * window + factor // 2. weights,
     ref, dy, dx: (k, Hc, Wc) per grid cell. Each pixel takes the matches of its nearest grid
-    cells, bilinearly weighted, each at the pixel's own position shifted by factor * (dy,
-    dx): per cell and match, the block of pixels its weight reaches is read at once (a
-    strided view, one index per block), the matches are summed with their softmax weights,
-    and the blocks are overlap-added (`F.fold`) with the bilinear tent. At the edges of the
-    cell rectangle the weights are renormalised, so the edge cells reach its border.
+    cells, bilinearly weighted (the tent), each at the pixel's own position shifted by
+    factor * (dy, dx). At the edges of the cell rectangle the weights are renormalised, so
+    the edge cells reach its border.
     """
+    _, hc, wc = weights.shape
+    shape = (min(hc * factor, size - origin[0]), min(wc * factor, size - origin[1]))
+    if weights.device.type == "cpu":  # per output pixel, in one fused kernel (attention_cpu.py)
+        t = tent(factor)[1]
+        return gather_rows(canvas, weights, ref, dy, dx, factor, pad, origin, shape, t)
+    return _gather_tensors(canvas, pad, weights, ref, dy, dx, factor, origin, shape)
+
+
+def _gather_tensors(
+    canvas: torch.Tensor,
+    pad: int,
+    weights: torch.Tensor,
+    ref: torch.Tensor,
+    dy: torch.Tensor,
+    dx: torch.Tensor,
+    factor: int,
+    origin: tuple[int, int],
+    shape: tuple[int, int],
+) -> torch.Tensor:
+    """`gather_high` as tensor operations (for CUDA): per grid cell and match, the block of
+    pixels its tent reaches is read at once (a strided view, one index per block), the
+    matches are summed with their softmax weights, and the blocks overlap-added (`F.fold`)
+    with the tent, then divided by the tents summed."""
     k, hc, wc = weights.shape
     f, dev = factor, weights.device
     _, sp, _, c = canvas.shape
@@ -272,9 +293,8 @@ def gather_high(
     full = ((hc - 1) * f + side, (wc - 1) * f + side)
     out = F.fold(cols, full, side, stride=f)
     norm = F.fold(t2.reshape(1, -1, 1).expand(1, -1, hc * wc), full, side, stride=f)
-    h, w_ = min(hc * f, size - origin[0]), min(wc * f, size - origin[1])
     o = f // 2
-    return (out / norm)[0, :, o : o + h, o : o + w_]
+    return (out / norm)[0, :, o : o + shape[0], o : o + shape[1]]
 
 
 @dataclass(frozen=True)
@@ -294,10 +314,10 @@ class KeyBank:
         padded = F.pad(low, (cfg.window + cfg.patch,) * 4, mode="replicate")
         pad = cfg.factor * cfg.window + cfg.factor // 2
         canvas = value_canvas(values, pad)
-        # whole numbers up to 256 (real - key of uint8 crops) are exact in bfloat16, which
-        # halves the memory the gather reads from
-        if torch.equal(canvas, canvas.round()) and float(canvas.abs().max()) <= 256:
-            canvas = canvas.bfloat16()
+        # whole numbers (real - key of uint8 crops) are exact in int16, which halves the
+        # memory the gather reads from
+        if torch.equal(canvas, canvas.round()) and float(canvas.abs().max()) < 2**15:
+            canvas = canvas.to(torch.int16)
         return cls(low, padded, canvas, pad)
 
 

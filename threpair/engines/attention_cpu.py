@@ -1,5 +1,7 @@
-"""The reference attention's matching as one fused CPU kernel (numba).
+"""The reference attention's two hot loops as fused CPU kernels (numba): the matching and the
+gather.
 
+Matching.
 `attention.match` written as tensor operations is bound by memory on a CPU: for every
 offset it writes and reads back maps of (references x grid cells) several times (the
 squared differences, the window sums, the running minimum), about 250 ms per 448-px crop
@@ -9,6 +11,9 @@ patch (columns, then rows) and the running minimum over the offsets, then the re
 best distance enters the band's top-k; nothing of size (references x cells) is written.
 Same results as the tensor version (float32 sums in another order: distances agree to
 float rounding), several times faster; the tensor version stays for CUDA.
+
+Gather. Per output pixel, the matches of the (at most 2 x 2) grid cells whose bilinear tent
+reaches it, read straight from the value canvas: no blocks, no fold.
 """
 
 from __future__ import annotations
@@ -132,3 +137,65 @@ def match_bands(
         numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
         _match_bands(q, keys, sel, origin[0], origin[1], window, patch, k, dist, ref, off)
     return torch.from_numpy(dist), torch.from_numpy(ref).long(), torch.from_numpy(off).long()
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def _gather_rows(canvas, weights, ref, dy, dx, factor, pad, y0, x0, tent, out):  # pragma: no cover
+    """out (C, h, w) for the crop pixels from (y0, x0) on: per pixel, over the grid cells whose
+    tent reaches it (cell i's block starts at pixel y0 - factor // 2 + factor * i and is
+    len(tent) pixels wide), sum tent weight x softmax weight x canvas value at the pixel
+    shifted by factor x (dy, dx) of the match, then divide by the tent weights summed."""
+    k, hc, wc = weights.shape
+    n_ch, h, w = out.shape
+    side = tent.shape[0]
+    start = factor // 2
+    for yy in numba.prange(h):
+        acc = np.zeros((w, n_ch), np.float32)
+        norm = np.zeros(w, np.float32)
+        ly = yy + start  # the pixel in the cells' own coordinates (cell i from factor * i)
+        i_lo = max(0, (ly - side + factor) // factor)
+        i_hi = min(hc - 1, ly // factor)
+        for i in range(i_lo, i_hi + 1):
+            ty = tent[ly - factor * i]
+            for xx in range(w):
+                lx = xx + start
+                j_lo = max(0, (lx - side + factor) // factor)
+                j_hi = min(wc - 1, lx // factor)
+                for j in range(j_lo, j_hi + 1):
+                    t = ty * tent[lx - factor * j]
+                    norm[xx] += t
+                    for m in range(k):
+                        wt = t * weights[m, i, j]
+                        r = ref[m, i, j]
+                        cy = y0 + yy + factor * dy[m, i, j] + pad
+                        cx = x0 + xx + factor * dx[m, i, j] + pad
+                        for c in range(n_ch):
+                            acc[xx, c] += wt * canvas[r, cy, cx, c]
+        for c in range(n_ch):
+            for xx in range(w):
+                out[c, yy, xx] = acc[xx, c] / norm[xx]
+
+
+def gather_rows(
+    canvas: torch.Tensor,
+    weights: torch.Tensor,
+    ref: torch.Tensor,
+    dy: torch.Tensor,
+    dx: torch.Tensor,
+    factor: int,
+    pad: int,
+    origin: tuple[int, int],
+    shape: tuple[int, int],
+    tent: torch.Tensor,
+) -> torch.Tensor:
+    """(C, h, w) = `shape` blended high band from crop pixel `origin` on: the CPU twin of
+    `attention.gather_high` (same arguments; canvas in float32 or int16)."""
+    c = canvas.shape[-1]
+    out = np.empty((c, *shape), np.float32)
+    with _ONE_AT_A_TIME:
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        _gather_rows(
+            canvas.numpy(), weights.float().numpy(), ref.numpy(), dy.numpy(), dx.numpy(),
+            factor, pad, origin[0], origin[1], tent.float().numpy(), out,
+        )  # fmt: skip
+    return torch.from_numpy(out)

@@ -1,7 +1,6 @@
-"""The reference attention's matching (engines/attention.py `match`): the fused CPU kernel
-(engines/match_cpu.py) and the tensor version CUDA runs both return each grid cell's nearest
-references at their best offsets, checked against patch distances summed out by brute force
-in float64."""
+"""The reference attention (engines/attention.py) on the CPU: its fused kernels
+(engines/attention_cpu.py) for the matching, against patch distances summed out by brute
+force in float64, and for the gather; both against the tensor versions that CUDA runs."""
 
 from __future__ import annotations
 
@@ -10,8 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from threpair.engines.attention import AttentionConfig, _match_tensors, match
-from threpair.engines.match_cpu import match_bands
+from threpair.engines.attention import (
+    AttentionConfig,
+    _gather_tensors,
+    _match_tensors,
+    gather_high,
+    match,
+    value_canvas,
+)
+from threpair.engines.attention_cpu import match_bands
 
 
 def _fields(n: int, channels: int, size: int, seed: int) -> torch.Tensor:
@@ -81,3 +87,26 @@ def test_match_returns_the_nearest_references_at_their_best_offsets(channels, wi
     d_k, sel_k, off_k = match_bands(q, keys_padded, chosen, rect[::2], window, patch, top_k)
     torch.testing.assert_close(d_t, d_k, rtol=1e-4, atol=1e-2)
     assert (sel_t == sel_k).float().mean() > 0.99 and (off_t == off_k).float().mean() > 0.99
+
+
+@pytest.mark.parametrize("factor", [1, 2, 3, 4])
+def test_gather_kernel_equals_the_tensor_version(factor):
+    """The CPU kernel's blend (per output pixel) and the tensor version's (blocks folded)
+    agree on random matches, weights and values, over a rectangle inside the crop and one
+    down its whole height; int16 and float32 canvases."""
+    g = torch.Generator().manual_seed(factor)
+    n, size, window, k = 5, 48, 2, 3
+    pad = factor * window + factor // 2
+    for dtype in (torch.int16, torch.float32):
+        values = (torch.rand(n, 3, size, size, generator=g) * 510 - 255).round()
+        canvas = value_canvas(values, pad).to(dtype)
+        for origin, cells in (((2 * factor, factor), (7, 9)), ((0, factor), (size // factor, 5))):
+            hc, wc = cells
+            w = torch.softmax(torch.randn(k, hc, wc, generator=g), 0)
+            ref = torch.randint(0, n, (k, hc, wc), generator=g)
+            dy, dx = torch.randint(-window, window + 1, (2, k, hc, wc), generator=g)
+            shape = (min(hc * factor, size - origin[0]), min(wc * factor, size - origin[1]))
+            want = _gather_tensors(canvas, pad, w, ref, dy, dx, factor, origin, shape)
+            got = gather_high(canvas, size, pad, w, ref, dy, dx, factor, origin)
+            assert got.shape == want.shape == (3, *shape)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-3)
