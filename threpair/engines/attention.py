@@ -25,8 +25,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from threpair.engines.attention_cpu import gather_rows, match_bands
-
 
 @dataclass(frozen=True)
 class AttentionConfig:
@@ -46,13 +44,16 @@ class AttentionConfig:
     2 x 2-px block takes its own references, where 4-px cells blend theirs over 8 px)
     +4.59 / +4.33, ellipse +3.65 / +4.16; with patch 3 (14 px) +4.67 / +4.32, ellipse
     +3.82 / +4.23. Top 4 instead of 6 at factor 2: within 0.02 dB, a third less gathering.
-    Window 2 at factor 2: +0.1 more for twice the matching; temperature 2 or 4.5: within
-    0.03. Searching every reference of the bank pays (at factor 4, 16: -0.4 dB, 32: -0.17);
+    Window 2 at factor 2 (+-4 px, the 4-px grid's reach), on whole restored frames of the
+    held-out 25% (face / mouth PSNR vs window 1): anchor_de_20s +0.13 / +0.15, obama_20s
+    +0.19 / +0.15, hill_8s +0.18 / +0.05, temporal error lower on all three; about 1.3x the
+    matching time with the CPU kernel. Temperature 2 or 4.5: within 0.03. Searching every
+    reference of the bank pays (at factor 4, 16: -0.4 dB, 32: -0.17);
     luma matches about as well as RGB at a third of the matching cost.
     """
 
     factor: int = 2
-    window: int = 1
+    window: int = 2
     patch: int = 3
     refs: int = 64
     top_k: int = 4
@@ -62,15 +63,15 @@ class AttentionConfig:
     @classmethod
     def for_grid(cls, px: int = 2, **kw) -> AttentionConfig:
         """The defaults for a matching grid of `px` pixels per cell (2 or 4; see above: the
-        4-px grid with session 6's patch and top-k, about 1.4x faster end to end and
-        0.1-0.3 dB softer), with `kw` overriding any field."""
+        4-px grid with session 6's window, patch and top-k: faster, 0.2-0.4 dB softer), with
+        `kw` overriding any field."""
         if px not in GRID_SETTINGS:
             raise ValueError(f"matching grid {px} px: use one of {sorted(GRID_SETTINGS)}")
         return cls(**{**GRID_SETTINGS[px], **kw})
 
 
 # per matching grid (px per cell), the fields that differ from AttentionConfig's defaults
-GRID_SETTINGS: dict[int, dict] = {2: {}, 4: {"factor": 4, "patch": 2, "top_k": 6}}
+GRID_SETTINGS: dict[int, dict] = {2: {}, 4: {"factor": 4, "window": 1, "patch": 2, "top_k": 6}}
 
 
 @dataclass
@@ -178,6 +179,8 @@ def match(
     q = qp[:, y0 : y1 + 2 * p, x0 : x1 + 2 * p]
     span = 2 * w + 1
     if q.device.type == "cpu":  # one fused kernel, in cache-sized bands (attention_cpu.py)
+        from threpair.engines.attention_cpu import match_bands  # numba: the CPU only
+
         dist, sel, off = match_bands(q, keys_padded, chosen, (y0, x0), w, p, cfg.top_k)
     else:
         dist, sel, off = _match_tensors(q, keys_padded, chosen, (y0, x0), w, p, cfg.top_k)
@@ -254,6 +257,8 @@ def gather_high(
     _, hc, wc = weights.shape
     shape = (min(hc * factor, size - origin[0]), min(wc * factor, size - origin[1]))
     if weights.device.type == "cpu":  # per output pixel, in one fused kernel (attention_cpu.py)
+        from threpair.engines.attention_cpu import gather_rows  # numba: the CPU only
+
         t = tent(factor)[1]
         return gather_rows(canvas, weights, ref, dy, dx, factor, pad, origin, shape, t)
     return _gather_tensors(canvas, pad, weights, ref, dy, dx, factor, origin, shape)
