@@ -20,8 +20,8 @@ The knob table varies the reference engine on crops of the degraded video (crop 
 video I/O; scored on the generator's whole box, whose gains run higher than the frame-level
 ones, and on the face ellipse and mouth that those score): fixed attention / regression
 weights instead of the per-pixel blend, the facet prefilter (off by default), temperature,
-references searched, top-k, search window, patch size, RGB matching, session 6's defaults
-(a 4-px grid).
+references searched, top-k, search window, patch size, RGB matching, the 4-px grid
+(`restore --match-grid 4`).
 """
 
 from __future__ import annotations
@@ -132,11 +132,12 @@ def knobs(ident, gen_res: int, gen: Path, real: Path) -> list[dict]:
         "temperature 4.5": ({"temperature": 4.5}, None, {}),
         "refs 32": ({"refs": 32}, None, {}),
         "top_k 6": ({"top_k": 6}, None, {}),
-        "window 2": ({"window": 2}, None, {}),
+        "window 1 (session 7)": ({"window": 1}, None, {}),
+        "window 3": ({"window": 3}, None, {}),
         "patch 2": ({"patch": 2}, None, {}),
         "patch 4": ({"patch": 4}, None, {}),
         "RGB matching": ({"color": True}, None, {}),
-        "factor 4 (session 6 defaults)": (GRID_SETTINGS[4], None, {}),
+        "4-px grid (--match-grid 4)": (GRID_SETTINGS[4], None, {}),
     }
     for label, (kw, blend, engine_kw) in variants.items():
         engine = ReferenceEngine(ident.bank, ident.crop, gen_res, replace(base, **kw), **engine_kw)
