@@ -110,3 +110,36 @@ def test_gather_kernel_equals_the_tensor_version(factor):
             got = gather_high(canvas, size, pad, w, ref, dy, dx, factor, origin)
             assert got.shape == want.shape == (3, *shape)
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-3)
+
+
+def test_without_numba_the_tensor_versions_give_the_same_output(monkeypatch):
+    """Where numba cannot be imported, `match` and `gather_high` fall back to the tensor
+    versions on the CPU too, with the same results."""
+    import threpair.engines.attention as attention
+
+    cfg = AttentionConfig()
+    keys = _fields(6, 1, 32, seed=3)
+    q_low = keys[2] * 0.9 + _fields(1, 1, 32, seed=4)[0] * 0.1
+    keys_padded = F.pad(keys, (cfg.window + cfg.patch,) * 4, mode="replicate")
+    chosen, rect = torch.arange(6), (4, 28, 3, 30)
+    values = (torch.rand(6, 3, 64, 64, generator=torch.Generator().manual_seed(5)) * 100).round()
+    pad = cfg.factor * cfg.window + cfg.factor // 2
+    canvas = value_canvas(values, pad).to(torch.int16)
+
+    def run():
+        dist, ref, dy, dx = match(q_low, keys_padded, chosen, cfg, rect)
+        w = torch.softmax(-dist / cfg.temperature, 0)
+        high = gather_high(canvas, 64, pad, w, ref, dy, dx, cfg.factor, (8, 6))
+        return dist, ref, high
+
+    with_numba = run()
+    monkeypatch.setattr(attention, "_cpu_kernels", lambda: None)
+    ran = []
+    for name in ("_match_tensors", "_gather_tensors"):
+        fn = getattr(attention, name)
+        monkeypatch.setattr(attention, name, lambda *a, _fn=fn, _n=name: ran.append(_n) or _fn(*a))
+    without = run()
+    assert ran == ["_match_tensors", "_gather_tensors"]  # the tensor versions did the work
+    torch.testing.assert_close(without[0], with_numba[0], rtol=1e-4, atol=1e-3)
+    assert (without[1] == with_numba[1]).float().mean() > 0.99
+    torch.testing.assert_close(without[2], with_numba[2], rtol=1e-4, atol=0.05)

@@ -21,6 +21,7 @@ matched positions, each pixel blending the matches of its four nearest grid cell
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +82,17 @@ class AttentionResult:
     high: torch.Tensor
     best: torch.Tensor
     chosen: torch.Tensor  # (refs,) reference indices preselected for the crop
+
+
+def _cpu_kernels() -> ModuleType | None:
+    """engines/attention_cpu.py (numba kernels of `match` and `gather_high` for the CPU), or
+    None where numba is not installed (a GPU machine may lack it): then the tensor versions
+    run, same results, slower."""
+    try:
+        from threpair.engines import attention_cpu
+    except ImportError:
+        return None
+    return attention_cpu
 
 
 def lowres(x: torch.Tensor, factor: int) -> torch.Tensor:
@@ -178,10 +190,9 @@ def match(
     y0, y1, x0, x1 = rect
     q = qp[:, y0 : y1 + 2 * p, x0 : x1 + 2 * p]
     span = 2 * w + 1
-    if q.device.type == "cpu":  # one fused kernel, in cache-sized bands (attention_cpu.py)
-        from threpair.engines.attention_cpu import match_bands  # numba: the CPU only
-
-        dist, sel, off = match_bands(q, keys_padded, chosen, (y0, x0), w, p, cfg.top_k)
+    kernels = _cpu_kernels() if q.device.type == "cpu" else None
+    if kernels is not None:  # one fused kernel, in cache-sized bands
+        dist, sel, off = kernels.match_bands(q, keys_padded, chosen, (y0, x0), w, p, cfg.top_k)
     else:
         dist, sel, off = _match_tensors(q, keys_padded, chosen, (y0, x0), w, p, cfg.top_k)
     scale = 1.0 / (q.shape[0] * (2 * p + 1) ** 2)
@@ -256,11 +267,10 @@ def gather_high(
     """
     _, hc, wc = weights.shape
     shape = (min(hc * factor, size - origin[0]), min(wc * factor, size - origin[1]))
-    if weights.device.type == "cpu":  # per output pixel, in one fused kernel (attention_cpu.py)
-        from threpair.engines.attention_cpu import gather_rows  # numba: the CPU only
-
+    kernels = _cpu_kernels() if weights.device.type == "cpu" else None
+    if kernels is not None:  # per output pixel, in one fused kernel
         t = tent(factor)[1]
-        return gather_rows(canvas, weights, ref, dy, dx, factor, pad, origin, shape, t)
+        return kernels.gather_rows(canvas, weights, ref, dy, dx, factor, pad, origin, shape, t)
     return _gather_tensors(canvas, pad, weights, ref, dy, dx, factor, origin, shape)
 
 
