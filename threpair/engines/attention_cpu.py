@@ -30,6 +30,11 @@ BAND = 16  # grid rows per band: a band's buffers stay in a core's L2 cache
 _ONE_AT_A_TIME = threading.Lock()
 
 
+def _use_torch_threads() -> None:
+    """Run the kernels on as many threads as torch uses (`--threads`), where numba has them."""
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
 @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def _match_bands(q, keys, chosen, y0, x0, window, patch, top_k, dist, ref, off):  # pragma: no cover
     """q (C, H + 2p, W + 2p): the query over the rectangle with a patch margin. keys (N, C,
@@ -134,7 +139,7 @@ def match_bands(
     ref = np.empty((k, rows, cols), np.int32)
     off = np.empty((k, rows, cols), np.int32)
     with _ONE_AT_A_TIME:
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        _use_torch_threads()
         _match_bands(q, keys, sel, origin[0], origin[1], window, patch, k, dist, ref, off)
     return torch.from_numpy(dist), torch.from_numpy(ref).long(), torch.from_numpy(off).long()
 
@@ -193,7 +198,7 @@ def gather_rows(
     c = canvas.shape[-1]
     out = np.empty((c, *shape), np.float32)
     with _ONE_AT_A_TIME:
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        _use_torch_threads()
         _gather_rows(
             canvas.numpy(), weights.float().numpy(), ref.numpy(), dy.numpy(), dx.numpy(),
             factor, pad, origin[0], origin[1], tent.float().numpy(), out,
