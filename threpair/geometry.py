@@ -71,7 +71,7 @@ def region_mask(size: int, region: Region, crop: CropConfig, feather: float) -> 
     k = max(1, int(round(feather * size)))
     eroded = cv2.erode(hard, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     soft = cv2.GaussianBlur(eroded.astype(np.float32) / 255.0, (0, 0), sigmaX=max(k / 2, 0.5))
-    soft[:1], soft[-1:], soft[:, :1], soft[:, -1:] = 0, 0, 0, 0
+    soft = _zero_border(soft)
     soft.setflags(write=False)
     return soft
 
@@ -108,11 +108,24 @@ def landmark_mask(
         pts_s = (np.asarray(points, np.float64) + 0.5) * r - 0.5
         box_s = None if box is None else (np.asarray(box, np.float64) + 0.5) * r - 0.5
         soft = cv2.resize(
-            landmark_mask(small, region, pts_s, feather, box_s), (size, size),
+            _draw_landmark_mask(small, region, pts_s, feather, box_s), (size, size),
             interpolation=cv2.INTER_LINEAR,
         )  # fmt: skip
-        soft[:1], soft[-1:], soft[:, :1], soft[:, -1:] = 0, 0, 0, 0
-        return soft
+        return _zero_border(soft)
+    return _draw_landmark_mask(size, region, points, feather, box)
+
+
+def _zero_border(mask: np.ndarray) -> np.ndarray:
+    """`mask` with its outermost pixel rows and columns set to 0 (in place)."""
+    mask[:1], mask[-1:], mask[:, :1], mask[:, -1:] = 0, 0, 0, 0
+    return mask
+
+
+def _draw_landmark_mask(
+    size: int, region: Region, points: np.ndarray, feather: float, box: np.ndarray | None
+) -> np.ndarray:
+    """`landmark_mask` drawn at `size` itself: the ellipse (and box), eroded, blurred, its
+    border 0."""
     p = np.asarray(points, np.float64).reshape(5, 2)
     eye, mouth = (p[0] + p[1]) / 2, (p[3] + p[4]) / 2
     iod = float(np.linalg.norm(p[1] - p[0]))
@@ -151,8 +164,7 @@ def landmark_mask(
             hb[~below] = 0
         eroded = np.maximum(eroded, hb)
     soft = cv2.GaussianBlur(eroded.astype(np.float32) / 255.0, (0, 0), sigmaX=max(k / 2, 0.5))
-    soft[:1], soft[-1:], soft[:, :1], soft[:, -1:] = 0, 0, 0, 0
-    return soft
+    return _zero_border(soft)
 
 
 def match_color(out: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ matched positions, each pixel blending the matches of its four nearest grid cell
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -84,6 +85,7 @@ class AttentionResult:
     chosen: torch.Tensor  # (refs,) reference indices preselected for the crop
 
 
+@functools.cache
 def _cpu_kernels() -> ModuleType | None:
     """engines/attention_cpu.py (numba kernels of `match` and `gather_high` for the CPU), or
     None where numba is not installed (a GPU machine may lack it): then the tensor versions
