@@ -138,13 +138,21 @@ def main() -> None:
     rows.append({"video": "real footage (kim_source_7s)", **real, "mouth sharpness / real": 1.0})
     conf = restored.get("confidence", {})
     eng = restored.get("engine", {})
+
+    def estimate_note(e: dict) -> str:
+        scores = e.get("generator_scores")
+        if not scores:
+            return "given"
+        best = {part: min(sc, key=sc.__getitem__) for part, sc in scores.items()}
+        return "estimated: " + ", ".join(f"the {p} reads {r} px" for p, r in best.items())
+
     grid(gen_crops, fixed_crops, picks, RESULTS / "kim_pair.png")
     note = (
         f"Identity from kim_source_7s.mp4 (the real person; reference bank, no training, "
         f"{t1 - t0:.0f} s), repair of kim_wav2lip_8s.mp4 (a real Wav2Lip+GFPGAN output of her, "
         f"other audio: frames do not line up, so no PSNR) with the defaults: engine "
         f"{eng.get('engine')} at {eng.get('crop_size')} px, generator "
-        f"{eng.get('generator_res')} px (estimated; scores {eng.get('generator_scores')}). "
+        f"{eng.get('generator_res')} px ({estimate_note(eng)}). "
         f"Numbers on {VIEW}-px face crops along the generated video's face track, the same "
         f"crops for both versions: mouth sharpness = Laplacian variance in the mouth region "
         f"(the real footage's level for scale); flicker (noref) = mean |crop_t - crop_t-1| over "

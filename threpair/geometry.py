@@ -14,6 +14,14 @@ import numpy as np
 
 from threpair.config import CropConfig, PasteConfig, Region
 
+# The repaired crop goes back into the frame by bicubic interpolation (the mask by bilinear):
+# a bilinear warp at a fractional offset averages neighbouring pixels, the very detail the
+# engines add. Held-out 25% of each clip degraded at 96 px, restored by the reference engine
+# (identity of the first 75%), face / mouth PSNR, bicubic vs bilinear: anchor_de_20s
+# +0.20 / +0.17, obama_20s +0.19 / +0.07, hill_8s +0.03 / +0.05; with the real frames as the
+# "repair" (the ceiling of the paste) anchor_de_20s 40.61 -> 41.60 dB face.
+PASTE_INTERPOLATION = cv2.INTER_CUBIC
+
 
 def crop_matrix(params: np.ndarray, size: int) -> np.ndarray:
     """2x3 float64 affine taking frame pixels to a `size` x `size` crop.
@@ -230,12 +238,13 @@ def paste(
     roi = frame[y0:y1, x0:x1].astype(np.float32)
     if cfg.mode == "residual":
         delta = out_crop.astype(np.float32) - in_crop.astype(np.float32)
-        warped = cv2.warpAffine(delta, inv, dsize, flags=cv2.INTER_LINEAR, borderValue=0)
+        warped = cv2.warpAffine(delta, inv, dsize, flags=PASTE_INTERPOLATION, borderValue=0)
         blended = roi + m * warped
     else:
         warped = cv2.warpAffine(
-            out_crop, inv, dsize, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        ).astype(np.float32)
+            out_crop.astype(np.float32), inv, dsize, flags=PASTE_INTERPOLATION,
+            borderMode=cv2.BORDER_REPLICATE,
+        )  # fmt: skip
         blended = roi * (1 - m) + warped * m
     new = np.clip(blended, 0, 255).round().astype(np.uint8)
     result[y0:y1, x0:x1] = np.where(m > 0, new, frame[y0:y1, x0:x1])

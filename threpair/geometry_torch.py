@@ -5,9 +5,10 @@ On CUDA the restore pipeline uploads, per frame, only the frame rectangle the cr
 result back into the same rectangle under the feathered mask and downloads that rectangle:
 the face stays on the device from crop to paste, and the rest of the frame never moves.
 
-The sampling matches OpenCV's (`cv2.warpAffine`, INTER_LINEAR): pixel centres at integer
-coordinates (align_corners=True), edge pixels replicated when cutting a crop, zeros outside
-the crop when pasting. Crops stay float (0-255) between the stages instead of being rounded
+The sampling matches OpenCV's (`cv2.warpAffine`: INTER_LINEAR cutting the crop and warping
+the mask, INTER_CUBIC pasting the crop, `geometry.PASTE_INTERPOLATION`): pixel centres at
+integer coordinates (align_corners=True), edge pixels replicated when cutting a crop, zeros
+outside the crop when pasting. Crops stay float (0-255) between the stages instead of being rounded
 to uint8 as the numpy path does, so the two paths differ by rounding only (measured in
 tests/test_geometry_torch.py). With a model that returns its input the paste is exact in
 residual mode, as in geometry.paste.
@@ -38,9 +39,9 @@ def _grid(affine: np.ndarray, out_h: int, out_w: int, src_h: int, src_w: int, de
     return torch.stack([gx, gy], dim=-1)[None]
 
 
-def _sample(src: Tensor, grid: Tensor, padding: str) -> Tensor:
-    """Bilinear sample of `src` (C, H, W) on `grid` (pixel centres at integer coordinates)."""
-    return F.grid_sample(src[None], grid, mode="bilinear", padding_mode=padding,
+def _sample(src: Tensor, grid: Tensor, padding: str, mode: str = "bilinear") -> Tensor:
+    """Sample `src` (C, H, W) on `grid` (pixel centres at integer coordinates)."""
+    return F.grid_sample(src[None], grid, mode=mode, padding_mode=padding,
                          align_corners=True)[0]  # fmt: skip
 
 
@@ -116,7 +117,7 @@ def paste(
     grid = _grid(_shifted_forward(matrix, x0, y0), h, w, size, size, rect.device)  # one grid
     m = _sample(mask[None], grid, "zeros") * strength
     if cfg.mode == "residual":
-        blended = rect + m * _sample(out_crop - in_crop, grid, "zeros")
+        blended = rect + m * _sample(out_crop - in_crop, grid, "zeros", "bicubic")
     else:
-        blended = rect * (1 - m) + _sample(out_crop, grid, "border") * m
+        blended = rect * (1 - m) + _sample(out_crop, grid, "border", "bicubic") * m
     return torch.where(m > 0, blended, rect)
