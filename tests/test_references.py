@@ -29,6 +29,7 @@ from threpair.errors import InputError
 from threpair.generators import crop_box, estimate_generator_res, simulate
 from threpair.identity import build_identity
 from threpair.metrics import psnr
+from threpair.restore import restore_video
 
 SIZE = 64  # the synthetic tests run the engine on 64-px crops (a multiple of 32): fast
 GEN = 24  # a generator rendering the face box (43 px at 64) at 24 px: a real loss of detail
@@ -373,3 +374,18 @@ def test_generator_estimate_reads_the_mouth(anchor):
     print(got)
     assert got["40"][0] == 40 and got["80"][0] == 80 and got["40, top real"][0] == 40
     assert got["40, top real"][1]["box"] > 40  # what the whole box alone would have said
+
+
+def test_identity_restore_shows_its_plan(clip, synth_identity, tmp_path):
+    """The seconds between detection and the first restored frame (generator estimate,
+    validation, keys) have their own progress stage, finished before the restore starts."""
+    seen: list[tuple[str, int, int]] = []
+    summary = restore_video(
+        clip, tmp_path / "out.mp4", EngineRequest(synth_identity),
+        progress=lambda stage, done, total: seen.append((stage, done, total)),
+    )  # fmt: skip
+    plan = [i for i, (stage, _, _) in enumerate(seen) if stage == "plan"]
+    assert [seen[i][1:] for i in plan] == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    first_restore = next(i for i, (stage, _, _) in enumerate(seen) if stage == "restore")
+    assert plan[-1] < first_restore
+    assert summary.engine["engine"] == "references"

@@ -482,11 +482,14 @@ def sample_crops(
 
 
 def plan_engine(
-    info: VideoInfo, analysis: FaceAnalysis, request: Any
+    info: VideoInfo, analysis: FaceAnalysis, request: Any, progress: ProgressFn | None = None
 ) -> tuple[FaceModel, int, dict[str, Any]]:
     """The engine an identity restore uses on this video: crop size (the face's native size,
     or the network's), generator resolution (given or estimated), the engine with a positive
-    validated gain. Returns (engine, crop size, record for the summary with "notes")."""
+    validated gain. Returns (engine, crop size, record for the summary with "notes").
+    `progress` gets stage "plan" in 3 steps (generator, validation, keys): 5-15 s on a CPU."""
+    step = (lambda k: progress("plan", k, 3)) if progress is not None else (lambda k: None)
+    step(0)
     from threpair import generators
     from threpair.engines.references import resize_crops
     from threpair.identity import native_crop_size
@@ -501,13 +504,16 @@ def plan_engine(
         gen_res, scores = generators.estimate_generator_res(sample, real, ident.crop)
         record["generator_scores"] = scores
     record["generator_res"] = gen_res
+    step(1)
     name, notes, gains = request.choose(gen_res, size)
+    step(2)
     engine = request.build(name, gen_res)
     if engine.resolution is not None:
         size = engine.resolution
     prepare = getattr(engine, "prepare", None)
     if prepare is not None:  # keys at this size now: the confidence baseline needs them
         prepare(size)
+    step(3)
     record.update(engine=name, crop_size=size, gains=gains, notes=notes)
     return engine, size, record
 
@@ -551,7 +557,7 @@ def restore_video(
     t_plan = time.perf_counter()
     if request is not None:
         if analysis.has_face.any():
-            model, size, engine_record = plan_engine(info, analysis, request)
+            model, size, engine_record = plan_engine(info, analysis, request, progress)
             cfg = replace(cfg, crop=replace(cfg.crop, size=size))
             warnings += [f"{in_path}: {n}" for n in engine_record["notes"]]
         else:
