@@ -140,7 +140,9 @@ def knobs(ident, gen_res: int, gen: Path, real: Path) -> list[dict]:
         "4-px grid (--match-grid 4)": (GRID_SETTINGS[4], None, {}),
     }
     for label, (kw, blend, engine_kw) in variants.items():
-        engine = ReferenceEngine(ident.bank, ident.crop, gen_res, replace(base, **kw), **engine_kw)
+        engine = ReferenceEngine(
+            ident.bank, ident.crop, gen_res, replace(base, **kw), holdout=ident.holdout, **engine_kw
+        )  # the blend calibrated on the identity's held-out crops, as in a restore
         if blend is not None:
             engine.blend = blend
         engine.prepare(g.shape[1])

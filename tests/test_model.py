@@ -209,3 +209,14 @@ def test_configs_written_before_the_band_split_load_as_full_regeneration() -> No
     assert cfg.output == "full" and cfg.attn_window == 0
     with pytest.raises(InputError, match="output"):
         ModelConfig.from_dict({**PRESETS["tiny"].to_dict(), "output": "both"})
+
+
+def test_band_split_trains_after_an_inference_run() -> None:
+    """A network run in inference mode (a restore) and then trained in the same process: the
+    cached low-band projection must not be an inference tensor (backward would refuse it)."""
+    grid = 7  # a grid no other test uses, so the cache entry is made here, in inference mode
+    with torch.inference_mode():
+        low_pass(torch.rand(1, 3, 28, 28), grid)
+    x = torch.rand(1, 3, 28, 28, requires_grad=True)
+    low_pass(x, grid).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -35,14 +35,19 @@ def area_down(x: Tensor, grid: int) -> Tensor:
 
 @functools.lru_cache(maxsize=32)
 def _projection(size: int, grid: int, device: str, dtype: torch.dtype) -> Tensor:
-    """The (size x size) matrix Q = U (A U)^-1 A of one axis, computed in float64."""
-    eye = torch.eye(size, dtype=torch.float64)
-    # A: (grid, size), row i = the area weights of cell i; U: (size, grid) bilinear weights
-    a = F.interpolate(eye[None], size=grid, mode="area")[0].T.contiguous()
-    u = F.interpolate(torch.eye(grid, dtype=torch.float64)[None], size=size, mode="linear",
-                      align_corners=False)[0].T.contiguous()  # fmt: skip
-    q = u @ torch.linalg.solve(a @ u, a)
-    return q.to(device=device, dtype=dtype)
+    """The (size x size) matrix Q = U (A U)^-1 A of one axis, computed in float64.
+
+    Built outside inference mode even when called inside it: the cached matrix is shared, and
+    an inference tensor cannot enter training (a network run by `restore` before a training
+    run in the same process would otherwise break the training's backward pass)."""
+    with torch.inference_mode(False):
+        eye = torch.eye(size, dtype=torch.float64)
+        # A: (grid, size), row i = the area weights of cell i; U: (size, grid) bilinear weights
+        a = F.interpolate(eye[None], size=grid, mode="area")[0].T.contiguous()
+        u = F.interpolate(torch.eye(grid, dtype=torch.float64)[None], size=size, mode="linear",
+                          align_corners=False)[0].T.contiguous()  # fmt: skip
+        q = u @ torch.linalg.solve(a @ u, a)
+        return q.to(device=device, dtype=dtype)
 
 
 def grid_for(size: int, band_grid: int, resolution: int) -> int:

@@ -515,6 +515,9 @@ def plan_engine(
         prepare(size)
     step(3)
     record.update(engine=name, crop_size=size, gains=gains, notes=notes)
+    if getattr(engine, "calibration", None):  # the reference engine's blend, per identity
+        record["match_scale"] = engine.match_scale
+        record["calibration"] = {str(k): v for k, v in engine.calibration.items()}
     return engine, size, record
 
 

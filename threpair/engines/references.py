@@ -5,7 +5,8 @@
 
 Keys are the bank crops degraded the way the generator degrades (its face box rendered at
 `gen_res`), values their high band (real - degraded). Two estimates of the generated crop's
-missing band, blended per pixel by how well the attention matched (`MATCH_SCALE`):
+missing band, blended per pixel by how well the attention matched (`MATCH_SCALE`, calibrated
+per identity on its held-out crops: `calibrate`):
 - attention (engines/attention.py): each generated crop attends to the keys block-locally
   and copies the matched references' real texture (optionally after clearing queries and
   keys of the generator's upscaling facets, whose phase differs between them: `prefilter`);
@@ -50,6 +51,15 @@ GRID = 32  # crop sizes must be multiples of this
 MATCH_SCALE = 2.0
 ALPHA_SIGMA = 2.0
 FALLBACK = (0.3, 1.0)
+# How far the attention is trusted depends on the person's footage, so `prepare` picks the
+# scale per identity among these, by the face + mouth PSNR gain on the identity's held-out
+# crops degraded like the keys (`calibrate`; MATCH_SCALE without held-out crops). 12 crops
+# of each clip's degraded last 25% (crop level, box / mouth gain; identity of the first 75%):
+# anchor_de_20s 2: +4.89 / +4.27, 3: +5.10 / +4.35, 4: +5.16 / +4.34; obama_20s +3.83 /
+# +3.22, +4.08 / +3.48, +4.15 / +3.56; hill_8s +1.69 / +2.37, +1.46 / +2.29, +1.28 / +2.16.
+# The identities' own held-out crops rank them the same way on each clip.
+MATCH_SCALES = (1.5, 2.0, 3.0, 4.0)
+CALIBRATION_CROPS = 8
 # The facet prefilter (`ReferenceEngine(prefilter=sigma)`, in generator pixels; off by
 # default): inside the generator's box, queries and keys are first smoothed by a Gaussian.
 # The generator's upscaling leaves facets on its own pixel grid (bilinear ramps every crop /
@@ -152,6 +162,8 @@ class ReferenceEngine:
         self._baselines: dict[int, float] = {}  # per crop size, see `outside_baseline`
         # fixed (attention, regression) weights instead of the per-pixel blend (benchmarks)
         self.blend: tuple[float, float] | None = None
+        self.match_scale = MATCH_SCALE  # per identity and size: `calibrate`
+        self.calibration: dict[float, float] = {}
         self._size = 0
         self._prev: torch.Tensor | None = None
         self._reg: LocalRegression | None = None
@@ -186,6 +198,47 @@ class ReferenceEngine:
         self._reg = fit_local(raw, r - raw, rect=(y0, y1, x0, x1))
         self.tau = self._loo_tau(k)
         self._prev = None
+        self.calibrate()
+
+    def calibrate(self, n: int = CALIBRATION_CROPS) -> dict[float, float]:
+        """Set `match_scale` to the one of MATCH_SCALES with the highest mean face + mouth
+        PSNR gain on up to `n` of the identity's held-out crops (evenly spaced) degraded like
+        the keys, at the prepared size; returns {scale: that gain} (empty, and MATCH_SCALE
+        kept, without held-out crops or a finite tau). Attention and regression run once per
+        crop; only the blend is redone per scale."""
+        from threpair.engines import region_masks
+        from threpair.metrics import psnr
+
+        self.match_scale, self.calibration = MATCH_SCALE, {}
+        if self.holdout is None or not len(self.holdout) or not np.isfinite(self.tau):
+            return self.calibration
+        size = self._size
+        crop = replace(self.crop, size=size)
+        pick = np.unique(np.linspace(0, len(self.holdout) - 1, min(n, len(self.holdout))).round())
+        real = resize_crops(self.holdout[pick.astype(int)], size)
+        degraded = np.stack([simulate(h, self.gen_res, crop) for h in real])
+        masks = region_masks(size, crop)
+        parts = []
+        for q in torch.from_numpy(degraded).to(self.device).permute(0, 3, 1, 2).float():
+            smooth = q if self._prefilter is None else self.prefilter(q[None])[0]
+            r = attend(smooth, self._key_bank(), self.cfg, self._rect)
+            att = r.high if smooth is q else r.high - (q - smooth)
+            assert self._reg is not None
+            parts.append((q, att, self._reg.predict(q), r.best))
+
+        def gain(out: np.ndarray) -> float:
+            return float(np.mean([
+                psnr(o, t, mask=m) - psnr(d, t, mask=m)
+                for m in masks for o, d, t in zip(out, degraded, real)
+            ]))  # fmt: skip
+
+        for scale in MATCH_SCALES:
+            self.match_scale = scale
+            outs = [q + self._high_pass(self._blend(a, g, b)) for q, a, g, b in parts]
+            out = torch.stack(outs).clamp(0, 255).round().to(torch.uint8)
+            self.calibration[scale] = gain(out.permute(0, 2, 3, 1).cpu().numpy())
+        self.match_scale = max(self.calibration, key=self.calibration.__getitem__)
+        return self.calibration
 
     @property
     def outside_baseline(self) -> float:
@@ -310,10 +363,11 @@ class ReferenceEngine:
         return out.clamp_(0, 255) if clamp else out
 
     def _blend(self, att: torch.Tensor, reg: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
-        """Per-pixel blend of the attended and regressed high band (see MATCH_SCALE)."""
+        """Per-pixel blend of the attended and regressed high band (see MATCH_SCALE;
+        `match_scale` as calibrated)."""
         if self.blend is not None:
             return self.blend[0] * att + self.blend[1] * reg
-        scale = MATCH_SCALE * self.tau if np.isfinite(self.tau) else float("inf")
+        scale = self.match_scale * self.tau if np.isfinite(self.tau) else float("inf")
         alpha = torch.exp(-((best.float() / scale) ** 2)).nan_to_num_(0.0)  # inf: 0
         alpha = _gaussian(alpha[None, None], ALPHA_SIGMA)
         alpha = F.interpolate(alpha, size=att.shape[-2:], mode="bilinear", align_corners=False)
