@@ -120,6 +120,16 @@ def low_band_projector(size: int, grid: int, device: torch.device) -> tuple:
     return down.float().to(device), up.float().to(device)
 
 
+def luma(x: torch.Tensor) -> torch.Tensor:
+    """(..., 3, S, S) RGB -> (..., 1, S, S) luma (BT.601): the regression's input. Its RGB
+    output from luma patches matches RGB patches within 0.01 dB (12 crops each of anchor_de_20s
+    / obama_20s / hill_8s degraded at 96 px, box / mouth gain: RGB +5.10 / +4.35, +4.15 /
+    +3.56, +1.82 / +2.37; luma +5.10 / +4.34, +4.15 / +3.56, +1.82 / +2.36) at a third of
+    the arithmetic."""
+    w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
+    return (x * w[:, None, None]).sum(-3, keepdim=True)
+
+
 def _gaussian(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of (1, 1, H, W), edges replicated."""
     r = max(1, int(3 * sigma))
@@ -195,7 +205,7 @@ class ReferenceEngine:
         self._down, self._up = low_band_projector(size, self.kept_grid, self.device)
         # the regression sees the generated crop as it is: each cell's linear map is fitted
         # over every facet phase in it, so it inverts the facets without being tied to one
-        self._reg = fit_local(raw, r - raw, rect=(y0, y1, x0, x1))
+        self._reg = fit_local(luma(raw), r - raw, rect=(y0, y1, x0, x1))
         self.tau = self._loo_tau(k)
         self._prev = None
         self.calibrate()
@@ -224,7 +234,7 @@ class ReferenceEngine:
             r = attend(smooth, self._key_bank(), self.cfg, self._rect)
             att = r.high if smooth is q else r.high - (q - smooth)
             assert self._reg is not None
-            parts.append((q, att, self._reg.predict(q), r.best))
+            parts.append((q, att, self._reg.predict(luma(q)), r.best))
 
         def gain(out: np.ndarray) -> float:
             return float(np.mean([
@@ -346,7 +356,7 @@ class ReferenceEngine:
             # with the prefilter on, the attended band replaces the facets it removed (minus
             # q - smooth); the regressed band is the correction of the crop as it is
             att = r.high if smooth is q else r.high - (q - smooth)
-            high = self._blend(att, self._reg.predict(q), r.best)
+            high = self._blend(att, self._reg.predict(luma(q)), r.best)
             outs.append(q + self._high_pass(high))
             tau = self.tau
             best = r.best[self._box_cells]

@@ -7,8 +7,11 @@ without any training loop. Crops are aligned, so the map depends on the position
 regression per cell of a coarse grid over the crop, and every pixel blends the predictions
 of its four nearest cells with bilinear (tent) weights, so no cell edge shows.
 
-    reg = fit_local(keys, values, rect=(y0, y1, x0, x1))   # float (N, 3, S, S), 0-255
-    high = reg.predict(q)                                  # (3, S, S) -> (3, S, S)
+    reg = fit_local(keys, values, rect=(y0, y1, x0, x1))   # float (N, C, S, S), 0-255
+    high = reg.predict(q)                                  # (C, S, S) -> (3, S, S)
+
+Keys (and queries) have C = 3 (RGB) or 1 (luma, what the reference engine passes) channels;
+values and predictions are RGB.
 
 It complements the reference attention (engines/attention.py): attention copies real
 texture from the best-matching references (sharp, but averaged over a few matches and
@@ -27,7 +30,8 @@ import torch
 
 @dataclass
 class LocalRegression:
-    """Per-cell ridge regressions from (2 radius + 1)^2 RGB patches to the high band.
+    """Per-cell ridge regressions from (2 radius + 1)^2 patches (C channels) to the RGB high
+    band.
 
     weights (ny, nx, F, 3), means (ny, nx, F), bias (ny, nx, 3) for the cells of the grid
     rows ny0..ny0+ny and columns nx0..nx0+nx of an n x n grid over S x S crops.
@@ -44,7 +48,7 @@ class LocalRegression:
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def predict(self, q: torch.Tensor) -> torch.Tensor:
-        """The regressed high band (3, S, S) of one float crop (3, S, S); 0 far outside the
+        """The regressed high band (3, S, S) of one float crop (C, S, S); 0 far outside the
         fitted cells, fading out over one cell at their border."""
         s, r = self.size, self.radius
         qp = torch.nn.functional.pad(q[None].float(), (r,) * 4, mode="replicate")
@@ -64,7 +68,8 @@ class LocalRegression:
             s, n, k = self.size, self.n, 2 * self.radius + 1
             cy0, cx0 = self.origin
             ny, nx = self.weights.shape[:2]
-            kernels = self.weights.permute(0, 1, 3, 2).reshape(ny, nx, 3, 3, k, k).to(dev)
+            c = self.weights.shape[2] // (k * k)  # input channels: 3 (RGB) or 1 (luma)
+            kernels = self.weights.permute(0, 1, 3, 2).reshape(ny, nx, 3, c, k, k).to(dev)
             offsets = (self.bias - torch.einsum("yxf,yxfc->yxc", self.means, self.weights)).to(dev)
             rows, cols = _parent_runs(s, n, cy0, ny, dev), _parent_runs(s, n, cx0, nx, dev)
             blocks = []
@@ -132,7 +137,8 @@ def fit_local(
     ridge: float = 1.0,
     seed: int = 0,
 ) -> LocalRegression:
-    """Fit the per-cell regressions on float (N, 3, S, S) keys and values (real - key).
+    """Fit the per-cell regressions on float (N, C, S, S) keys and (N, 3, S, S) values
+    (real - key).
 
     rect (y0, y1, x0, x1) in pixels: only the cells whose support touches it are fitted (the
     generator's box; elsewhere there is nothing to restore). `samples` random positions per
@@ -147,7 +153,7 @@ def fit_local(
     kp = torch.nn.functional.pad(keys.float(), (radius,) * 4, mode="replicate")
     rng = np.random.default_rng(seed)
     dev = keys.device
-    f = 3 * (2 * radius + 1) ** 2
+    f = keys.shape[1] * (2 * radius + 1) ** 2
     ny, nx = cy1 - cy0, cx1 - cx0
     weights = torch.zeros(ny, nx, f, 3, device=dev)
     means = torch.zeros(ny, nx, f, device=dev)
