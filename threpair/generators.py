@@ -135,8 +135,8 @@ def estimate_generator_res(
     eyes, brows and hair, which then read as a sharper generator; the mouth alone has little
     texture, so above about 160 px it reads too high, where the whole box reads right.
     Measured (the identity's bank against 16 input crops): the real Wav2Lip + GFPGAN output
-    kim_wav2lip_8s, box 192 and mouth 96 (with 96, `bench/kim_pair.py` restores a mouth 0.30
-    as sharp as the real one's, with 192 0.21); anchor_de_20s's held-out 25% degraded by
+    kim_wav2lip_8s, box 192 and mouth 96 (with 96, `bench/kim_pair.py` restores a mouth 0.32
+    as sharp as the real one's, with 192 0.22); anchor_de_20s's held-out 25% degraded by
     `threpair degrade` at 64 / 96 / 128 / 192 / 256 px: box 64 / 96 / 128 / 192 / 256, mouth
     64 / 96 / 128 / 256 / 384; obama_20s, hill_8s, kim_source_7s at 96: both 96. Returns
     (best, {"box": {candidate: score}, "mouth": {...}}). When the generated face is as sharp
