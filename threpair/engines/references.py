@@ -293,9 +293,15 @@ class ReferenceEngine:
         assert self._keys is not None, "prepare() builds the keys"
         return self._keys
 
-    def _box_mask(self, size: int) -> torch.Tensor:
+    def _box_in_cells(self, size: int) -> tuple[int, tuple[float, ...]]:
+        """(n, (x0, y0, x1, y1)): the matching grid's side and the generator's box on it."""
         n = size // self.cfg.factor
-        x0, y0, x1, y1 = (int(round(v * n)) for v in crop_box(replace(self.crop, size=size)))
+        return n, tuple(v * n for v in crop_box(replace(self.crop, size=size)))
+
+    def _box_mask(self, size: int) -> torch.Tensor:
+        """(n, n) bool: the grid cells inside the generator's box (the confidence's cells)."""
+        n, box = self._box_in_cells(size)
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
         m = torch.zeros(n, n, dtype=torch.bool, device=self.device)
         m[max(0, y0) : y1, max(0, x0) : x1] = True
         return m
@@ -304,8 +310,7 @@ class ReferenceEngine:
         """The grid cells (y0, y1, x0, x1) that cover the generator's box plus a cell: outside
         it the generated crop is the real frame, so there is nothing to attend to (and keys
         equal their references there, so the high band would be 0 anyway)."""
-        n = size // self.cfg.factor
-        x0, y0, x1, y1 = (v * n for v in crop_box(replace(self.crop, size=size)))
+        n, (x0, y0, x1, y1) = self._box_in_cells(size)
         lo = lambda v: int(min(max(v // 1 - 1, 0), n))  # noqa: E731
         hi = lambda v: int(min(max(-(-v // 1) + 1, 0), n))  # noqa: E731
         return lo(y0), hi(y1), lo(x0), hi(x1)
