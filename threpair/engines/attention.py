@@ -106,13 +106,16 @@ def lowres(x: torch.Tensor, factor: int) -> torch.Tensor:
     return y.reshape(*shape[:-2], *y.shape[-2:])
 
 
+def luma(x: torch.Tensor) -> torch.Tensor:
+    """(..., 3, S, S) RGB -> (..., 1, S, S) luma (BT.601)."""
+    w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
+    return (x * w[:, None, None]).sum(-3, keepdim=True)
+
+
 def features(x: torch.Tensor, cfg: AttentionConfig) -> torch.Tensor:
     """Matching features of (..., 3, S, S) crops: RGB or luma (1 channel) on the coarse grid."""
     low = lowres(x, cfg.factor)
-    if cfg.color:
-        return low
-    w = torch.tensor([0.299, 0.587, 0.114], dtype=low.dtype, device=low.device)
-    return (low * w[:, None, None]).sum(-3, keepdim=True)
+    return low if cfg.color else luma(low)
 
 
 def preselect(

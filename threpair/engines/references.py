@@ -32,11 +32,13 @@ import torch
 import torch.nn.functional as F
 
 from threpair.config import CropConfig
-from threpair.engines.attention import AttentionConfig, KeyBank, attend
+from threpair.engines import region_masks
+from threpair.engines.attention import AttentionConfig, AttentionResult, KeyBank, attend, luma
 from threpair.engines.regression import LocalRegression, fit_local
 from threpair.errors import InputError
 from threpair.generators import crop_box, simulate
 from threpair.inference import FrameStats
+from threpair.metrics import psnr
 
 GRID = 32  # crop sizes must be multiples of this
 # How the attended and the regressed high band are blended, per pixel, by how well the
@@ -120,16 +122,6 @@ def low_band_projector(size: int, grid: int, device: torch.device) -> tuple:
     return down.float().to(device), up.float().to(device)
 
 
-def luma(x: torch.Tensor) -> torch.Tensor:
-    """(..., 3, S, S) RGB -> (..., 1, S, S) luma (BT.601): the regression's input. Its RGB
-    output from luma patches matches RGB patches within 0.01 dB (12 crops each of anchor_de_20s
-    / obama_20s / hill_8s degraded at 96 px, box / mouth gain: RGB +5.10 / +4.35, +4.15 /
-    +3.56, +1.82 / +2.37; luma +5.10 / +4.34, +4.15 / +3.56, +1.82 / +2.36) at a third of
-    the arithmetic."""
-    w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
-    return (x * w[:, None, None]).sum(-3, keepdim=True)
-
-
 def _gaussian(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of (1, 1, H, W), edges replicated."""
     r = max(1, int(3 * sigma))
@@ -174,6 +166,7 @@ class ReferenceEngine:
         self.blend: tuple[float, float] | None = None
         self.match_scale = MATCH_SCALE  # per identity and size: `calibrate`
         self.calibration: dict[float, float] = {}
+        self._holdout_at: tuple = (0, None, None)  # (size, real, degraded): _degraded_holdout
         self._size = 0
         self._prev: torch.Tensor | None = None
         self._reg: LocalRegression | None = None
@@ -204,7 +197,11 @@ class ReferenceEngine:
         self.kept_grid = kept_grid(self.gen_res, crop.margin)
         self._down, self._up = low_band_projector(size, self.kept_grid, self.device)
         # the regression sees the generated crop as it is: each cell's linear map is fitted
-        # over every facet phase in it, so it inverts the facets without being tied to one
+        # over every facet phase in it, so it inverts the facets without being tied to one.
+        # Its input is luma: RGB output from luma patches matches RGB patches within 0.01 dB
+        # (12 crops each of anchor_de_20s / obama_20s / hill_8s degraded at 96 px, box /
+        # mouth gain: RGB +5.10 / +4.35, +4.15 / +3.56, +1.82 / +2.37; luma +5.10 / +4.34,
+        # +4.15 / +3.56, +1.82 / +2.36) at a third of the arithmetic
         self._reg = fit_local(luma(raw), r - raw, rect=(y0, y1, x0, x1))
         self.tau = self._loo_tau(k)
         self._prev = None
@@ -216,25 +213,16 @@ class ReferenceEngine:
         the keys, at the prepared size; returns {scale: that gain} (empty, and MATCH_SCALE
         kept, without held-out crops or a finite tau). Attention and regression run once per
         crop; only the blend is redone per scale."""
-        from threpair.engines import region_masks
-        from threpair.metrics import psnr
-
         self.match_scale, self.calibration = MATCH_SCALE, {}
         if self.holdout is None or not len(self.holdout) or not np.isfinite(self.tau):
             return self.calibration
-        size = self._size
-        crop = replace(self.crop, size=size)
         pick = np.unique(np.linspace(0, len(self.holdout) - 1, min(n, len(self.holdout))).round())
-        real = resize_crops(self.holdout[pick.astype(int)], size)
-        degraded = np.stack([simulate(h, self.gen_res, crop) for h in real])
-        masks = region_masks(size, crop)
+        real, degraded = (a[pick.astype(int)] for a in self._degraded_holdout())
+        masks = region_masks(self._size, replace(self.crop, size=self._size))
         parts = []
         for q in torch.from_numpy(degraded).to(self.device).permute(0, 3, 1, 2).float():
-            smooth = q if self._prefilter is None else self.prefilter(q[None])[0]
-            r = attend(smooth, self._key_bank(), self.cfg, self._rect)
-            att = r.high if smooth is q else r.high - (q - smooth)
-            assert self._reg is not None
-            parts.append((q, att, self._reg.predict(luma(q)), r.best))
+            r, att, reg = self._estimates(q)
+            parts.append((q, att, reg, r.best))
 
         def gain(out: np.ndarray) -> float:
             return float(np.mean([
@@ -259,13 +247,35 @@ class ReferenceEngine:
         if self._size == 0 or self.holdout is None or not len(self.holdout):
             return 0.0
         if self._size not in self._baselines:
-            crop = replace(self.crop, size=self._size)
-            hold = resize_crops(self.holdout, self._size)
-            t = torch.from_numpy(np.stack([simulate(h, self.gen_res, crop) for h in hold]))
+            t = torch.from_numpy(self._degraded_holdout()[1])
             q = self.prefilter(t.to(self.device).permute(0, 3, 1, 2).float())
             best = [attend(x, self._key_bank(), self.cfg, self._rect).best for x in q]
             self._baselines[self._size] = float(np.mean([self._outside(b) for b in best]))
         return self._baselines[self._size]
+
+    def _degraded_holdout(self) -> tuple[np.ndarray, np.ndarray]:
+        """(real, degraded) uint8: the identity's held-out crops at the prepared size, and
+        degraded like the keys; made once per size (the calibration and the confidence
+        baseline both read them)."""
+        if self._holdout_at[0] != self._size:
+            crop = replace(self.crop, size=self._size)
+            real = resize_crops(self.holdout, self._size)
+            degraded = np.stack([simulate(h, self.gen_res, crop) for h in real])
+            self._holdout_at = (self._size, real, degraded)
+        return self._holdout_at[1], self._holdout_at[2]
+
+    def _estimates(
+        self, q: torch.Tensor, prev: torch.Tensor | None = None
+    ) -> tuple[AttentionResult, torch.Tensor, torch.Tensor]:
+        """(attention result, attended high band, regressed high band) of one float crop
+        (3, S, S); `prev`: the previous frame's references (kept with `keep_bonus`)."""
+        smooth = q if self._prefilter is None else self.prefilter(q[None])[0]
+        r = attend(smooth, self._key_bank(), self.cfg, self._rect, prev, self.keep_bonus)
+        assert self._reg is not None
+        # with the prefilter on, the attended band replaces the facets it removed (minus
+        # q - smooth); the regressed band is the correction of the crop as it is
+        att = r.high if smooth is q else r.high - (q - smooth)
+        return r, att, self._reg.predict(luma(q))
 
     def baseline_from(self, stats: list[FrameStats]) -> None:
         """Adopt the baseline from this engine's own run on every held-out crop degraded by
@@ -353,16 +363,10 @@ class ReferenceEngine:
         self.prepare(int(x.shape[-1]))
         outs, stats = [], []
         for q in x.float():
-            smooth = q if self._prefilter is None else self.prefilter(q[None])[0]
-            r = attend(smooth, self._key_bank(), self.cfg, self._rect, self._prev, self.keep_bonus)
+            r, att, reg = self._estimates(q, self._prev)
             kept = 0.0 if self._prev is None else float((r.chosen == self._prev).float().mean())
             self._prev = r.chosen
-            assert self._reg is not None
-            # with the prefilter on, the attended band replaces the facets it removed (minus
-            # q - smooth); the regressed band is the correction of the crop as it is
-            att = r.high if smooth is q else r.high - (q - smooth)
-            high = self._blend(att, self._reg.predict(luma(q)), r.best)
-            outs.append(q + self._high_pass(high))
+            outs.append(q + self._high_pass(self._blend(att, reg, r.best)))
             tau = self.tau
             best = r.best[self._box_cells]
             stats.append(
