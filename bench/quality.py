@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import RESULTS, Timer, clip_path, write_results  # noqa: E402
 from threpair.config import PipelineConfig, identity_restore  # noqa: E402
-from threpair.engines import EngineRequest, region_masks  # noqa: E402
+from threpair.engines import EngineRequest, region_masks, validate_identity  # noqa: E402
 from threpair.engines.attention import GRID_SETTINGS, AttentionConfig  # noqa: E402
 from threpair.engines.references import ReferenceEngine  # noqa: E402
 from threpair.evaluate import degrade_video, evaluate_videos, face_crops  # noqa: E402
@@ -176,6 +176,7 @@ def main() -> None:
             cut(src, real, 0.75 * dur, None)
             with Timer() as t_id:
                 ident = build_identity([train])
+                validate_identity(ident)  # as train-identity builds it
             gen = tmp / f"{name}_gen.mp4"
             degrade_video(real, gen, args.gen_res)
             outs = {"degraded": gen}

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import REAL_CLIPS, Timer, clip_path, write_results  # noqa: E402
 from threpair.config import EncodeConfig, PipelineConfig  # noqa: E402
-from threpair.engines import EngineRequest  # noqa: E402
+from threpair.engines import EngineRequest, validate_identity  # noqa: E402
 from threpair.identity import Identity, build_identity  # noqa: E402
 from threpair.restore import Passthrough, restore_video  # noqa: E402
 from threpair.video import ffmpeg_exe, probe  # noqa: E402
@@ -86,6 +86,8 @@ def main() -> None:
             row["transcode fps"] = info.frame_count / t_ff.seconds
             with Timer() as t_id:
                 ident = fixed or build_identity([src])
+                if fixed is None:  # as train-identity builds it (validated)
+                    validate_identity(ident, str(device))
             row["identity s"] = t_id.seconds
             model = request(ident)
             for tag, m in (("passthrough", Passthrough()), (label, model)):

@@ -288,6 +288,36 @@ def test_confidence_baseline_from_the_validation_run(synth_identity):
     assert ReferenceEngine(ident.bank, ident.crop, 48, holdout=ident.holdout).outside_baseline == 0
 
 
+def test_measured_state_travels_in_the_identity(synth_identity, tmp_path):
+    """What validation measured at a crop size (tau, the blend's calibration, the confidence
+    baseline) is saved with the identity; an engine of the reloaded identity at that size
+    reads it instead of measuring (`state_reused`) and repairs exactly like one that measured
+    it; other settings (here `--match-grid 4`) or another size measure again."""
+    from threpair.identity import Identity
+
+    ident = copy.deepcopy(synth_identity)
+    EngineRequest(ident).gain("references", 48, size=SIZE)
+    (key,) = ident.reference_state
+    assert {"tau", "calibration", "outside_baseline"} <= set(ident.reference_state[key])
+    loaded = Identity.load(ident.save(tmp_path / "s.safetensors"))
+    assert loaded.reference_state == ident.reference_state
+    reused = EngineRequest(loaded).references(48)
+    reused.prepare(SIZE)
+    measured = ReferenceEngine(ident.bank, ident.crop, 48, holdout=ident.holdout)
+    measured.prepare(SIZE)
+    assert reused.state_reused and not measured.state_reused
+    assert (reused.tau, reused.match_scale) == (measured.tau, measured.match_scale)
+    assert reused.outside_baseline == measured.outside_baseline
+    degraded = np.stack([simulate(h, 48, replace(ident.crop, size=SIZE))
+                         for h in resize_crops(ident.holdout[:4], SIZE)])  # fmt: skip
+    np.testing.assert_array_equal(reused(degraded), measured(degraded))
+    reused.prepare(2 * SIZE)
+    assert not reused.state_reused
+    grid4 = EngineRequest(loaded, attention=AttentionConfig.for_grid(4)).references(48)
+    grid4.prepare(SIZE)
+    assert not grid4.state_reused
+
+
 def test_restore_references_option_reaches_the_engine(synth_identity, tmp_path):
     """`restore --references N`: the engine searches N references per frame (default: all);
     `--match-grid 4`: the 4-px grid with its own patch and top-k (default: the 2-px one)."""

@@ -748,8 +748,7 @@ def train_identity(
     import torch
 
     from threpair.batch import find_videos
-    from threpair.engines import EngineRequest
-    from threpair.generators import GENERATORS
+    from threpair.engines import validate_identity
     from threpair.identity import build_identity, summary
 
     with user_errors():
@@ -797,10 +796,9 @@ def train_identity(
         elif show and not cuda:
             out.print("no GPU: built the reference bank only (--minutes N also trains the network)")
         # validate on the GPU when there is one (the reference engine at 512 px is slow on a CPU)
-        request = EngineRequest(ident, device=("cuda" if cuda else "cpu") if device == "auto"
-                                else device)  # fmt: skip
-        for name in ident.engines():
-            record, _ = request.gain(name, GENERATORS["wav2lip"])
+        records = validate_identity(ident, ("cuda" if cuda else "cpu") if device == "auto"
+                                    else device)  # fmt: skip
+        for name, record in records.items():
             if show:
                 out.print(
                     f"validated {name}: face {record['degraded']:.2f} -> {record['repaired']:.2f}"

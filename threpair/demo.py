@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from threpair.config import EncodeConfig, PipelineConfig, identity_restore
-from threpair.engines import EngineRequest
+from threpair.engines import EngineRequest, validate_identity
 from threpair.evaluate import degrade_video, evaluate_videos
 from threpair.generators import GENERATORS
 from threpair.identity import build_identity
@@ -130,6 +130,7 @@ def run_demo(
     real_test = write_example_clip(out_dir / "real_test.mp4", seconds, start=cut)
     t0 = time.perf_counter()
     ident = build_identity([real_footage], progress=progress)
+    validate_identity(ident)  # as train-identity does: gains and the engine's figures
     path = ident.save(out_dir / "astronaut.safetensors")
     build_seconds = time.perf_counter() - t0
     generated = out_dir / "generated.mp4"

@@ -113,6 +113,14 @@ class Identity:
         """{engine: {str(gen_res): {"degraded", "repaired", "gain", ...}}} in dB."""
         return self.info.setdefault("gains", {})
 
+    @property
+    def reference_state(self) -> dict[str, dict[str, Any]]:
+        """What the reference engine measured on the held-out crops, per crop size and
+        settings (`ReferenceEngine.state_key`): tau, the blend's calibration, the confidence
+        baseline. Filled when train-identity validates; a restore at the same size reads
+        it instead of measuring again."""
+        return self.info.setdefault("reference_state", {})
+
     def engines(self) -> list[str]:
         return ["references"] + (["sovqae"] if self.network is not None else [])
 

@@ -518,6 +518,8 @@ def plan_engine(
     if getattr(engine, "calibration", None):  # the reference engine's blend, per identity
         record["match_scale"] = engine.match_scale
         record["calibration"] = {str(k): v for k, v in engine.calibration.items()}
+        # tau, calibration and baseline read from the identity (measured there at this size)
+        record["state_from_identity"] = bool(engine.state_reused)
     return engine, size, record
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from threpair.config import CropConfig
 from threpair.engines.attention import AttentionConfig
 from threpair.errors import InputError
-from threpair.generators import crop_box, simulate
+from threpair.generators import GENERATORS, crop_box, simulate
 from threpair.identity import Identity
 from threpair.metrics import psnr
 
@@ -131,7 +131,7 @@ class EngineRequest:
         if engine is None:
             engine = self._engines[gen_res] = ReferenceEngine(
                 ident.bank, ident.crop, gen_res, self.attention, self.device, self.keep_bonus,
-                holdout=ident.holdout,
+                holdout=ident.holdout, state=ident.reference_state,
             )  # fmt: skip
         engine.reset()
         engine.last_stats, engine.frame_stats = [], []
@@ -201,3 +201,14 @@ class EngineRequest:
         engine = self.references(gen_res) if name == "references" else self.sovqae()
         w = self.temporal_smooth if self.temporal_smooth is not None else default_weight(name)
         return SmoothedCorrection(engine, w) if w > 0 else engine
+
+
+def validate_identity(
+    identity: Identity, device: str = "cpu", gen_res: int = GENERATORS["wav2lip"]
+) -> dict[str, dict[str, float]]:
+    """What train-identity does before saving: each engine's gain on the identity's held-out
+    crops degraded at `gen_res` (at the bank's resolution), recorded in the identity with
+    what the reference engine measured there (`Identity.reference_state`), so a restore at
+    that size and generator starts without measuring. Returns {engine: record}."""
+    request = EngineRequest(identity, device=device)
+    return {name: request.gain(name, gen_res)[0] for name in identity.engines()}

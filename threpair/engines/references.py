@@ -25,6 +25,7 @@ others (leave-one-out); `outside_baseline` is that share on the identity's held-
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import cv2
 import numpy as np
@@ -77,6 +78,13 @@ CALIBRATION_CROPS = 8
 # hill_8s -0.19 / -0.08; 0.2: obama -0.01 / -0.03, hill -0.05 / -0.02. Hence off. The
 # regression always sees the unfiltered crop: each of its cells is fitted over every facet
 # phase in it.
+# What the engine measures on the identity's own crops at a crop size (tau, the blend's
+# calibration, the confidence baseline: 40 attends, about 5-15 s of a restore's plan on 2
+# cores) is kept in the identity (`Identity.reference_state`, filled by train-identity's
+# validation) under `ReferenceEngine.state_key`, so a restore at that size reads it instead.
+# Bump STATE_VERSION whenever the matching, the blend or the calibration changes what they
+# compute: identities then measure again instead of reading stale figures.
+STATE_VERSION = 1
 
 
 def kept_grid(gen_res: int, margin: float) -> int:
@@ -147,6 +155,7 @@ class ReferenceEngine:
         keep_bonus: float = 0.1,
         holdout: np.ndarray | None = None,
         prefilter: float = 0.0,
+        state: dict[str, dict] | None = None,
     ) -> None:
         if bank.ndim != 4 or bank.shape[-1] != 3 or len(bank) == 0 or bank.dtype != np.uint8:
             raise InputError(f"the reference bank must be uint8 (N, S, S, 3), got {bank.shape}")
@@ -171,8 +180,44 @@ class ReferenceEngine:
         self._prev: torch.Tensor | None = None
         self._reg: LocalRegression | None = None
         self._keys: KeyBank | None = None
+        # measured figures per `state_key`, shared with the identity (see STATE_VERSION)
+        self.state = {} if state is None else state
+        self.state_reused = False  # whether `prepare` read them instead of measuring
 
     # ---- per crop size
+
+    def state_key(self, size: int) -> str:
+        """The key of what this engine measures at crop `size` (see STATE_VERSION): every
+        setting that changes tau, the calibration or the confidence baseline."""
+        c = self.cfg
+        return (
+            f"v{STATE_VERSION} {size}px gen{self.gen_res} grid{c.factor} window{c.window} "
+            f"patch{c.patch} refs{c.refs} top{c.top_k} temp{c.temperature:g} "
+            f"{'rgb' if c.color else 'luma'} prefilter{self.prefilter_px:g}"
+        )
+
+    def _record_state(self, **figures: Any) -> None:
+        self.state.setdefault(self.state_key(self._size), {}).update(figures)
+
+    def _reuse_state(self, size: int) -> bool:
+        """Take tau, the calibration and the confidence baseline at `size` from `state`
+        when it holds them (all but the baseline are needed); True if it did."""
+        known = self.state.get(self.state_key(size))
+        if not known or "tau" not in known or "calibration" not in known:
+            return False
+        self.tau = float("inf") if known["tau"] is None else float(known["tau"])
+        self.calibration = {
+            float(k): float("-inf") if v is None else float(v)
+            for k, v in known["calibration"].items()
+        }
+        self.match_scale = (
+            max(self.calibration, key=self.calibration.__getitem__)
+            if self.calibration
+            else MATCH_SCALE
+        )
+        if known.get("outside_baseline") is not None:
+            self._baselines[size] = float(known["outside_baseline"])
+        return True
 
     def prepare(self, size: int) -> None:
         """Resize the bank to `size`, build keys / values and the confidence scale."""
@@ -203,9 +248,15 @@ class ReferenceEngine:
         # mouth gain: RGB +5.10 / +4.35, +4.15 / +3.56, +1.82 / +2.37; luma +5.10 / +4.34,
         # +4.15 / +3.56, +1.82 / +2.36) at a third of the arithmetic
         self._reg = fit_local(luma(raw), r - raw, rect=(y0, y1, x0, x1))
-        self.tau = self._loo_tau(k)
         self._prev = None
-        self.calibrate()
+        self.state_reused = self._reuse_state(size)
+        if not self.state_reused:
+            self.tau = self._loo_tau(k)
+            self.calibrate()
+            self._record_state(
+                tau=self.tau if np.isfinite(self.tau) else None,
+                calibration={str(k): v for k, v in self.calibration.items()},
+            )
 
     def calibrate(self, n: int = CALIBRATION_CROPS) -> dict[float, float]:
         """Set `match_scale` to the one of MATCH_SCALES with the highest mean face + mouth
@@ -251,6 +302,7 @@ class ReferenceEngine:
             q = self.prefilter(t.to(self.device).permute(0, 3, 1, 2).float())
             best = [attend(x, self._key_bank(), self.cfg, self._rect).best for x in q]
             self._baselines[self._size] = float(np.mean([self._outside(b) for b in best]))
+            self._record_state(outside_baseline=self._baselines[self._size])
         return self._baselines[self._size]
 
     def _degraded_holdout(self) -> tuple[np.ndarray, np.ndarray]:
@@ -282,6 +334,7 @@ class ReferenceEngine:
         `simulate` at its prepared size (what engines.validate runs): the same number
         `outside_baseline` would compute, without attending the crops a second time."""
         self._baselines[self._size] = float(np.mean([s.outside for s in stats]))
+        self._record_state(outside_baseline=self._baselines[self._size])
 
     def _soft_box(self, size: int, box: tuple[float, float, float, float]) -> torch.Tensor:
         """(1, 1, S, S) weight of the prefilter: 1 inside the generator's box, 0 from 4 px
