@@ -35,6 +35,34 @@ def _use_torch_threads() -> None:
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
+@numba.njit(fastmath=True, cache=True, nogil=True, inline="always")
+def _window_sums(col, p2, p4, n_cell, row):  # pragma: no cover
+    """row[j] = col[j] + ... + col[j + n_cell - 1], by doubling: sums of pairs, then of
+    quads, then a quad, pair or single per remaining stretch (7 cells: 3 adds per position,
+    not 6). p2, p4: scratch of len(col)."""
+    cols, wd = row.shape[0], col.shape[0]
+    for jj in range(wd - 1):
+        p2[jj] = col[jj] + col[jj + 1]
+    for jj in range(wd - 3):
+        p4[jj] = p2[jj] + p2[jj + 2]
+    off, rem = 0, n_cell
+    for jj in range(cols):
+        row[jj] = 0.0
+    while rem >= 4:
+        for jj in range(cols):
+            row[jj] += p4[jj + off]
+        off += 4
+        rem -= 4
+    if rem >= 2:
+        for jj in range(cols):
+            row[jj] += p2[jj + off]
+        off += 2
+        rem -= 2
+    if rem == 1:
+        for jj in range(cols):
+            row[jj] += col[jj + off]
+
+
 @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def _match_bands(q, keys, chosen, y0, x0, window, patch, top_k, dist, ref, off):  # pragma: no cover
     """q (C, H + 2p, W + 2p): the query over the rectangle with a patch margin. keys (N, C,
@@ -51,6 +79,8 @@ def _match_bands(q, keys, chosen, y0, x0, window, patch, top_k, dist, ref, off):
         hb = min(BAND, rows - i0)
         sq = np.empty((hb + 2 * patch, wd), np.float32)
         col = np.empty(wd, np.float32)
+        p2 = np.zeros(wd, np.float32)
+        p4 = np.zeros(wd, np.float32)
         row = np.empty(cols, np.float32)
         best = np.empty((hb, cols), np.float32)
         best_o = np.empty((hb, cols), np.int32)
@@ -64,35 +94,38 @@ def _match_bands(q, keys, chosen, y0, x0, window, patch, top_k, dist, ref, off):
                 dx = o - dy * span
                 for ii in range(hb + 2 * patch):  # squared differences, channels summed
                     out = sq[ii]
-                    out[:] = 0.0
                     for c in range(n_ch):
                         krow = keys[kr, c, y0 + i0 + ii + dy, x0 + dx : x0 + dx + wd]
                         qrow = q[c, i0 + ii]
-                        for jj in range(wd):
-                            t = krow[jj] - qrow[jj]
-                            out[jj] += t * t
-                col[:] = sq[0]  # window sums down the columns, running over the band
+                        if c == 0:
+                            for jj in range(wd):
+                                t = krow[jj] - qrow[jj]
+                                out[jj] = t * t
+                        else:
+                            for jj in range(wd):
+                                t = krow[jj] - qrow[jj]
+                                out[jj] += t * t
+                for jj in range(wd):  # window sums down the columns, running over the band
+                    col[jj] = sq[0, jj]
                 for u in range(1, n_cell - 1):
-                    s_u = sq[u]
                     for jj in range(wd):
-                        col[jj] += s_u[jj]
+                        col[jj] += sq[u, jj]
                 for ii in range(hb):
                     s_in = sq[ii + n_cell - 1]
-                    for jj in range(wd):
-                        col[jj] += s_in[jj]
                     if ii > 0:
                         s_out = sq[ii - 1]
                         for jj in range(wd):
-                            col[jj] -= s_out[jj]
-                    row[:] = col[:cols]  # then along the rows
-                    for v in range(1, n_cell):
-                        for jj in range(cols):
-                            row[jj] += col[jj + v]
+                            col[jj] += s_in[jj] - s_out[jj]
+                    else:
+                        for jj in range(wd):
+                            col[jj] += s_in[jj]
+                    _window_sums(col, p2, p4, n_cell, row)  # then along the rows
                     b_row = best[ii]
                     o_row = best_o[ii]
                     if o == 0:
-                        b_row[:] = row
-                        o_row[:] = 0
+                        for jj in range(cols):
+                            b_row[jj] = row[jj]
+                            o_row[jj] = 0
                     else:  # the running minimum over the offsets
                         for jj in range(cols):
                             nearer = row[jj] < b_row[jj]
