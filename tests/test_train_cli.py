@@ -51,9 +51,14 @@ def test_default_builds_the_bank_only(tmp_path, clip, env):
     assert shown["format"] == "identity" and shown["network"] is None
     assert shown["bank"] == result["bank"] and shown["gains"] == result["gains"]
     assert shown["sources"][0]["sha256"] and shown["sources"][0]["frames"] == 40
+    # what the reference engine measured while validating, for restores at 128 px / 96 px
+    (key,) = shown["reference_state"]
+    assert key.startswith("v") and " 128px gen96 " in key
+    assert {"tau", "calibration", "outside_baseline"} <= set(shown["reference_state"][key])
     table = run("inspect", str(ident))
     assert table.returncode == 0
     assert "reference bank" in table.stdout and "gain references @ 96 px" in table.stdout
+    assert "references measured" in table.stdout
 
 
 @pytest.mark.slow

@@ -999,6 +999,11 @@ def inspect(
         for res, g in by_res.items():
             table.add_row(f"gain {engine} @ {res} px", f"face {g['gain']:+.2f} dB, mouth "
                           f"{g['mouth_gain']:+.2f} dB ({g['crops']} held-out crops)")  # fmt: skip
+    for key, figures in meta.get("reference_state", {}).items():  # what restores read
+        tau, base = (figures.get(k) for k in ("tau", "outside_baseline"))
+        tau_s = "none" if tau is None else f"{tau:.3g}"
+        base_s = "not yet" if base is None else f"{base:.3f}"
+        table.add_row("references measured", f"{key}: tau {tau_s}, confidence baseline {base_s}")
     out.print(table)
 
 

@@ -397,6 +397,7 @@ def summary(ident: Identity) -> dict[str, Any]:
         "sources": ident.info.get("sources", []),
         "network": net,
         "gains": ident.gains,
+        "reference_state": ident.reference_state,
     }
 
 
