@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,18 +20,23 @@ from threpair.model import PRESETS
 from threpair.train import TrainConfig, train
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, clip):
-    """The tiny preset trained for a few seconds on the synthetic clip's face crops."""
-    tmp = tmp_path_factory.mktemp("model")
+def train_tiny(out: Path, clip: Path, use_vq: bool = True) -> tuple[Path, np.ndarray]:
+    """The tiny preset (without its quantizer: a plain autoencoder) trained for a few seconds
+    on the synthetic clip's face crops: (checkpoint, the crops)."""
     torch.set_num_threads(1)
     cfg = PipelineConfig(crop=CropConfig(size=32))
     cs = extract_crops(clip, cfg, use_cache=False)
     tr, va = cs.split(0.2)
     tc = TrainConfig(steps=150, batch_size=8, val_every=150, log_every=50, sample_rows=0)
     meta = {"crop": cfg.crop.to_dict()}
-    result = train(np.asarray(tr), np.asarray(va), PRESETS["tiny"], tc, tmp / "m.safetensors", meta)
+    net = replace(PRESETS["tiny"], use_vq=use_vq)
+    result = train(np.asarray(tr), np.asarray(va), net, tc, out, meta)
     return result.checkpoint, np.asarray(cs.crops)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, clip):
+    return train_tiny(tmp_path_factory.mktemp("model") / "m.safetensors", clip)
 
 
 def run_in_batches(model: IdentityModel, crops: np.ndarray, batch: int) -> np.ndarray:
@@ -135,18 +142,7 @@ def test_restore_with_network_writes_report(tmp_path, trained, clip):
 
 @pytest.fixture(scope="module")
 def trained_plain(tmp_path_factory, clip):
-    """The tiny preset without quantization (a plain autoencoder), trained like `trained`."""
-    from dataclasses import replace
-
-    tmp = tmp_path_factory.mktemp("plain")
-    torch.set_num_threads(1)
-    cfg = PipelineConfig(crop=CropConfig(size=32))
-    cs = extract_crops(clip, cfg, use_cache=False)
-    tr, va = cs.split(0.2)
-    tc = TrainConfig(steps=150, batch_size=8, val_every=150, log_every=50, sample_rows=0)
-    meta = {"crop": cfg.crop.to_dict()}
-    net = replace(PRESETS["tiny"], use_vq=False)
-    return train(np.asarray(tr), np.asarray(va), net, tc, tmp / "p.safetensors", meta).checkpoint
+    return train_tiny(tmp_path_factory.mktemp("plain") / "p.safetensors", clip, use_vq=False)[0]
 
 
 def test_device_path_matches_numpy_path(trained_plain, clip):
