@@ -79,9 +79,10 @@ CALIBRATION_CROPS = 8
 # regression always sees the unfiltered crop: each of its cells is fitted over every facet
 # phase in it.
 # What the engine measures on the identity's own crops at a crop size (tau, the blend's
-# calibration, the confidence baseline: 40 attends, about 5-15 s of a restore's plan on 2
-# cores) is kept in the identity (`Identity.reference_state`, filled by train-identity's
-# validation) under `ReferenceEngine.state_key`, so a restore at that size reads it instead.
+# calibration, the confidence baseline: 32 attends, half a restore's plan: on 2 cores, the
+# first 8 s of anchor_de_20s / hill_8s degraded at 96 px, 3.6 -> 1.7 s / 4.7 -> 2.4 s) is
+# kept in the identity (`Identity.reference_state`, filled by train-identity's validation)
+# under `ReferenceEngine.state_key`, so a restore at that size reads it instead.
 # Bump STATE_VERSION whenever the matching, the blend or the calibration changes what they
 # compute: identities then measure again instead of reading stale figures.
 STATE_VERSION = 1
