@@ -21,7 +21,8 @@ video I/O; scored on the generator's whole box, whose gains run higher than the 
 ones, and on the face ellipse and mouth that those score): fixed attention / regression
 weights instead of the per-pixel blend, the facet prefilter (off by default), temperature,
 references searched, top-k, search window, patch size, RGB matching, the 4-px grid
-(`restore --match-grid 4`).
+(`restore --match-grid 4`), the bank also searched rescaled by 0.98 and 1.02
+(`references.RESCALED`, off by default).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from bench.common import RESULTS, Timer, clip_path, write_results  # noqa: E402
 from threpair.config import PipelineConfig, identity_restore  # noqa: E402
 from threpair.engines import EngineRequest, region_masks, validate_identity  # noqa: E402
 from threpair.engines.attention import GRID_SETTINGS, AttentionConfig  # noqa: E402
-from threpair.engines.references import ReferenceEngine  # noqa: E402
+from threpair.engines.references import RESCALED, ReferenceEngine  # noqa: E402
 from threpair.evaluate import degrade_video, evaluate_videos, face_crops  # noqa: E402
 from threpair.geometry import region_mask  # noqa: E402
 from threpair.identity import build_identity  # noqa: E402
@@ -138,6 +139,7 @@ def knobs(ident, gen_res: int, gen: Path, real: Path) -> list[dict]:
         "patch 4": ({"patch": 4}, None, {}),
         "RGB matching": ({"color": True}, None, {}),
         "4-px grid (--match-grid 4)": (GRID_SETTINGS[4], None, {}),
+        "bank at 0.98 / 1 / 1.02 scale": ({}, None, {"scales": RESCALED}),
     }
     for label, (kw, blend, engine_kw) in variants.items():
         engine = ReferenceEngine(

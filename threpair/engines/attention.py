@@ -112,6 +112,12 @@ def luma(x: torch.Tensor) -> torch.Tensor:
     return (x * w[:, None, None]).sum(-3, keepdim=True)
 
 
+def in_chunks(fn, x: torch.Tensor, n: int = 16) -> torch.Tensor:
+    """fn applied to float copies of `n` crops of x (N, ...) at a time, concatenated: a
+    bank of uint8 crops is never held in float32 all at once."""
+    return torch.cat([fn(x[i : i + n].float()) for i in range(0, len(x), n)])
+
+
 def features(x: torch.Tensor, cfg: AttentionConfig) -> torch.Tensor:
     """Matching features of (..., 3, S, S) crops: RGB or luma (1 channel) on the coarse grid."""
     low = lowres(x, cfg.factor)
@@ -125,7 +131,7 @@ def preselect(
     rect: tuple[int, int, int, int],
     prev: torch.Tensor | None = None,
     keep_bonus: float = 0.0,
-    exclude: int | None = None,
+    exclude: tuple[int, ...] = (),
 ) -> torch.Tensor:
     """(R,) indices of the `refs` references nearest to the query over the grid cells of
     `rect` (y0, y1, x0, x1), at zero offset; all of them (but `exclude`) when the bank holds
@@ -133,15 +139,17 @@ def preselect(
 
     `prev` (R,) from the previous frame: those references' distances are scaled by
     (1 - keep_bonus), so the set changes only when another reference is clearly nearer.
-    `exclude`: a reference never chosen (leave-one-out statistics of the bank).
+    `exclude`: references never chosen (leave-one-out statistics of the bank: a crop and
+    its rescaled copies).
     """
     n_keys = keys_low.shape[0]
-    if refs >= n_keys - (exclude is not None):  # every reference: nothing to choose
-        return torch.tensor([i for i in range(n_keys) if i != exclude][:refs], device=q_low.device)
+    if refs >= n_keys - len(exclude):  # every reference: nothing to choose
+        keep = [i for i in range(n_keys) if i not in exclude][:refs]
+        return torch.tensor(keep, device=q_low.device)
     y0, y1, x0, x1 = rect
     d = (keys_low[..., y0:y1, x0:x1] - q_low[None, :, y0:y1, x0:x1]).square().mean((1, 2, 3))
-    if exclude is not None:
-        d[exclude] = float("inf")
+    if exclude:
+        d[list(exclude)] = float("inf")
     if prev is not None and keep_bonus > 0:
         d = d.scatter(0, prev, d[prev] * (1 - keep_bonus))
     return d.topk(min(refs, n_keys), largest=False).indices
@@ -246,8 +254,12 @@ def tent(factor: int) -> tuple[int, torch.Tensor]:
 
 def value_canvas(values: torch.Tensor, pad: int) -> torch.Tensor:
     """(N, 3, S, S) high band -> (N, S + 2 pad, S + 2 pad, 3), zero-padded so that every
-    block `gather_high` reads stays inside its reference."""
-    return F.pad(values, (pad,) * 4).permute(0, 2, 3, 1).contiguous()
+    block `gather_high` reads stays inside its reference (written in place: one canvas,
+    no padded copy on the way)."""
+    n, c, h, w = values.shape
+    canvas = values.new_zeros(n, h + 2 * pad, w + 2 * pad, c)
+    canvas[:, pad : pad + h, pad : pad + w] = values.permute(0, 2, 3, 1)
+    return canvas
 
 
 def gather_high(
@@ -330,14 +342,17 @@ class KeyBank:
 
     @classmethod
     def build(cls, keys: torch.Tensor, values: torch.Tensor, cfg: AttentionConfig) -> KeyBank:
-        low = features(keys, cfg)
+        """keys (N, 3, S, S) in 0-255, any dtype (uint8 crops are made float a few at a
+        time); values (N, 3, S, S) int16 (real - key of uint8 crops) or float."""
+        low = in_chunks(lambda x: features(x, cfg), keys)
         padded = F.pad(low, (cfg.window + cfg.patch,) * 4, mode="replicate")
         pad = cfg.factor * cfg.window + cfg.factor // 2
         canvas = value_canvas(values, pad)
         # whole numbers (real - key of uint8 crops) are exact in int16, which halves the
         # memory the gather reads from
-        if torch.equal(canvas, canvas.round()) and float(canvas.abs().max()) < 2**15:
-            canvas = canvas.to(torch.int16)
+        if canvas.is_floating_point() and torch.equal(canvas, canvas.round()):
+            if float(canvas.abs().max()) < 2**15:
+                canvas = canvas.to(torch.int16)
         return cls(low, padded, canvas, pad)
 
 
@@ -348,7 +363,7 @@ def attend(
     rect: tuple[int, int, int, int] | None = None,
     prev_chosen: torch.Tensor | None = None,
     keep_bonus: float = 0.0,
-    exclude: int | None = None,
+    exclude: tuple[int, ...] = (),
 ) -> AttentionResult:
     """The attended high band for one query crop (see the module docstring).
 
@@ -359,7 +374,7 @@ def attend(
     q_low = features(q, cfg)
     n = q_low.shape[-1]
     rect = rect or (0, n, 0, n)
-    refs = min(cfg.refs, len(bank.low) - (exclude is not None))
+    refs = min(cfg.refs, len(bank.low) - len(exclude))
     chosen = preselect(q_low, bank.low, refs, rect, prev_chosen, keep_bonus, exclude)
     dist, ref, dy, dx = match(q_low, bank.padded, chosen, cfg, rect)
     weights = torch.softmax(-dist / cfg.temperature, dim=0)

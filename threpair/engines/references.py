@@ -34,7 +34,14 @@ import torch.nn.functional as F
 
 from threpair.config import CropConfig
 from threpair.engines import region_masks
-from threpair.engines.attention import AttentionConfig, AttentionResult, KeyBank, attend, luma
+from threpair.engines.attention import (
+    AttentionConfig,
+    AttentionResult,
+    KeyBank,
+    attend,
+    in_chunks,
+    luma,
+)
 from threpair.engines.regression import LocalRegression, fit_local
 from threpair.errors import InputError
 from threpair.generators import crop_box, simulate
@@ -86,6 +93,21 @@ CALIBRATION_CROPS = 8
 # Bump STATE_VERSION whenever the matching, the blend or the calibration changes what they
 # compute: identities then measure again instead of reading stale figures.
 STATE_VERSION = 1
+# `ReferenceEngine(scales=RESCALED)` searches the bank at its own scale and rescaled by 1.02
+# and 0.98 about the crop centre (the crop's framing follows the detected face box, whose
+# size wavers by a few per cent). On crops it pays: held-out crops degraded at 96 px (16
+# each, face / mouth PSNR gain; identity of each clip's first 75%; 64 references preselected
+# per frame): anchor_de_20s +6.07 / +4.76 -> +6.46 / +4.83 (+-3% +6.28 / +4.75, +-4% +6.24 /
+# +4.94, +-7% +6.10 / +4.72, +-2% and +-4% +6.48 / +4.89), obama_20s +5.09 / +4.27 -> +5.48
+# / +4.75, hill_8s +2.74 / +2.01 -> +3.05 / +2.07; the knob table (12 crops of anchor's
+# degraded video) +0.21 / +0.25 on the box, +0.19 / +0.30 on the face ellipse / mouth. On
+# whole restored frames (the quality benchmark, face / mouth PSNR) much less: anchor +0.09 /
+# +0.08, obama +0.17 / 0.00, hill -0.02 / -0.11, kim_source_7s +0.16 / +0.06, for three
+# times the keys and values (memory, and 2-4 s more plan a video) and a preselection over
+# 192 references a frame. Hence off (BANK_SCALES); mirrored references gave nothing at all
+# (anchor +6.07 / +4.78 on the held-out crops).
+BANK_SCALES = (1.0,)
+RESCALED = (1.0, 1.02, 0.98)
 
 
 def kept_grid(gen_res: int, margin: float) -> int:
@@ -105,6 +127,17 @@ def resize_crops(crops: np.ndarray, size: int) -> np.ndarray:
         return crops
     interp = cv2.INTER_AREA if size < crops.shape[1] else cv2.INTER_CUBIC
     return np.stack([cv2.resize(c, (size, size), interpolation=interp) for c in crops])
+
+
+def rescale_crops(crops: np.ndarray, factor: float) -> np.ndarray:
+    """uint8 (N, S, S, 3) crops scaled by `factor` about their centre (bicubic, edges
+    replicated), same size: the face a little larger (> 1) or smaller (< 1) in the frame."""
+    if factor == 1.0:
+        return crops
+    s = crops.shape[1]
+    m = cv2.getRotationMatrix2D((s / 2 - 0.5, s / 2 - 0.5), 0.0, factor)
+    return np.stack([cv2.warpAffine(c, m, (s, s), flags=cv2.INTER_CUBIC,
+                                    borderMode=cv2.BORDER_REPLICATE) for c in crops])  # fmt: skip
 
 
 def blur_matrix(size: int, sigma: float, device: torch.device) -> torch.Tensor:
@@ -157,6 +190,7 @@ class ReferenceEngine:
         holdout: np.ndarray | None = None,
         prefilter: float = 0.0,
         state: dict[str, dict] | None = None,
+        scales: tuple[float, ...] = BANK_SCALES,
     ) -> None:
         if bank.ndim != 4 or bank.shape[-1] != 3 or len(bank) == 0 or bank.dtype != np.uint8:
             raise InputError(f"the reference bank must be uint8 (N, S, S, 3), got {bank.shape}")
@@ -168,6 +202,7 @@ class ReferenceEngine:
         self.keep_bonus = keep_bonus
         self.holdout = holdout
         self.prefilter_px = prefilter  # Gaussian sigma in generator pixels (0: off)
+        self.scales = tuple(scales)  # the bank searched at these scales (BANK_SCALES)
         self.resolution: int | None = None  # any multiple of GRID; `prepare` sets the size
         self.last_stats: list[FrameStats] = []
         self.frame_stats: list[FrameStats] = []
@@ -194,7 +229,8 @@ class ReferenceEngine:
         return (
             f"v{STATE_VERSION} {size}px gen{self.gen_res} grid{c.factor} window{c.window} "
             f"patch{c.patch} refs{c.refs} top{c.top_k} temp{c.temperature:g} "
-            f"{'rgb' if c.color else 'luma'} prefilter{self.prefilter_px:g}"
+            f"{'rgb' if c.color else 'luma'} prefilter{self.prefilter_px:g} "
+            f"scales{','.join(f'{f:g}' for f in self.scales)}"
         )
 
     def _record_state(self, **figures: Any) -> None:
@@ -228,15 +264,27 @@ class ReferenceEngine:
             raise InputError(f"reference engine crops must be a multiple of {GRID} px, got {size}")
         crop = replace(self.crop, size=size)
         real = resize_crops(self.bank, size)
+        real = np.concatenate([rescale_crops(real, f) for f in self.scales])
         keys = np.stack([simulate(r, self.gen_res, crop) for r in real])
-        t = lambda a: torch.from_numpy(a).to(self.device).permute(0, 3, 1, 2).float()  # noqa: E731
+        # (N, 3, S, S) views of the uint8 crops; the values (real - key) as int16: whole
+        # numbers, a quarter of the memory of float32 (the bank at three scales and 512 px:
+        # 192 crops, 0.3 GB of values)
+        t = lambda a: torch.from_numpy(a).to(self.device).permute(0, 3, 1, 2)  # noqa: E731
+        raw = t(keys)
+        values = t(real).to(torch.int16) - raw.to(torch.int16)
         x0, y0, x1, y1 = (v * size for v in crop_box(crop))
         sigma = self.prefilter_px * (x1 - x0) / self.gen_res
         self._prefilter = blur_matrix(size, sigma, self.device) if sigma > 0 else None
         self._prefilter_mask = self._soft_box(size, (x0, y0, x1, y1))
-        raw, r = t(keys), t(real)
-        k = self.prefilter(raw)
-        self._keys = KeyBank.build(k, r - k, self.cfg)
+        if self._prefilter is None:
+            k = raw
+            bank = self._keys = KeyBank.build(raw, values, self.cfg)
+            # the regression reads the same values off the canvas (a view: one copy in memory)
+            values = bank.canvas[:, bank.pad : bank.pad + size, bank.pad : bank.pad + size]
+            values = values.permute(0, 3, 1, 2)
+        else:  # smoothed keys: float values (the real crops minus the smoothed keys)
+            k = self.prefilter(raw.float())
+            self._keys = KeyBank.build(k, t(real).float() - k, self.cfg)
         self._size = size
         self._box_cells = self._box_mask(size)
         self._rect = self._cell_rect(size)
@@ -248,7 +296,7 @@ class ReferenceEngine:
         # (12 crops each of anchor_de_20s / obama_20s / hill_8s degraded at 96 px, box /
         # mouth gain: RGB +5.10 / +4.35, +4.15 / +3.56, +1.82 / +2.37; luma +5.10 / +4.34,
         # +4.15 / +3.56, +1.82 / +2.36) at a third of the arithmetic
-        self._reg = fit_local(luma(raw), r - raw, rect=(y0, y1, x0, x1))
+        self._reg = fit_local(in_chunks(luma, raw), values, rect=(y0, y1, x0, x1))
         self._prev = None
         self.state_reused = self._reuse_state(size)
         if not self.state_reused:
@@ -382,11 +430,13 @@ class ReferenceEngine:
     def _loo_tau(self, keys: torch.Tensor, n: int = 8) -> float:
         """90th percentile of the best patch distance in the face box when bank crops are
         matched against the rest of the bank (what a well-matched frame looks like)."""
-        if len(keys) < 2:
+        n_src = len(self.bank)  # keys hold the bank at each of `scales`, in that order
+        if n_src < 2:
             return float("inf")
-        idx = np.unique(np.linspace(0, len(keys) - 1, min(n, len(keys))).round().astype(int))
+        idx = np.unique(np.linspace(0, n_src - 1, min(n, n_src)).round().astype(int))
+        copies = lambda i: tuple(int(i) + k * n_src for k in range(len(self.scales)))  # noqa: E731
         best = [
-            attend(keys[i], self._key_bank(), self.cfg, self._rect, exclude=int(i)).best[
+            attend(keys[i].float(), self._key_bank(), self.cfg, self._rect, exclude=copies(i)).best[
                 self._box_cells
             ]
             for i in idx
