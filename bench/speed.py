@@ -59,18 +59,22 @@ INPUTS = {
 GENERATED = {"kim_wav2lip_8s": "kim_source_7s"}
 
 
+def first_seconds(src: Path, seconds: float | None, out: Path) -> Path:
+    """The first `seconds` of src as a stream copy at `out` (src itself without `seconds`)."""
+    if not seconds:
+        return src
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(src),
+                    "-t", str(seconds), "-c", "copy", str(out)], check=True)  # fmt: skip
+    return out
+
+
 def identity_source(name: str, cut: Path, tmp: str, seconds: float | None) -> Path:
     """The real footage the clip's identity is built from: the cut itself, or for a clip
     that is generated already the real clip of the person (its first `seconds`)."""
     if name not in GENERATED:
         return cut
-    real = clip_path(GENERATED[name])
-    if not seconds:
-        return real
-    out = Path(tmp) / f"{GENERATED[name]}_identity.mp4"
-    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(real),
-                    "-t", str(seconds), "-c", "copy", str(out)], check=True)  # fmt: skip
-    return out
+    real = GENERATED[name]
+    return first_seconds(clip_path(real), seconds, Path(tmp) / f"{real}_identity.mp4")
 
 
 def main() -> None:
@@ -105,13 +109,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.clips.split(","):
-            src = clip_path(name)
-            if args.seconds:
-                cut = Path(tmp) / f"{name}.mp4"
-                subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i",
-                                str(src), "-t", str(args.seconds), "-c", "copy", str(cut)],
-                               check=True)  # fmt: skip
-                src = cut
+            src = first_seconds(clip_path(name), args.seconds, Path(tmp) / f"{name}.mp4")
             real = identity_source(name, src, tmp, args.seconds)
             if args.input == "generated" and name not in GENERATED:
                 gen = Path(tmp) / f"{name}_gen.mp4"

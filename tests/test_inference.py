@@ -21,8 +21,8 @@ from threpair.train import TrainConfig, train
 
 
 def train_tiny(out: Path, clip: Path, use_vq: bool = True) -> tuple[Path, np.ndarray]:
-    """The tiny preset (without its quantizer: a plain autoencoder) trained for a few seconds
-    on the synthetic clip's face crops: (checkpoint, the crops)."""
+    """The tiny preset, with its quantizer or without (`use_vq=False`: a plain autoencoder),
+    trained for a few seconds on the synthetic clip's face crops: (checkpoint, the crops)."""
     torch.set_num_threads(1)
     cfg = PipelineConfig(crop=CropConfig(size=32))
     cs = extract_crops(clip, cfg, use_cache=False)

@@ -350,9 +350,9 @@ class KeyBank:
         canvas = value_canvas(values, pad)
         # whole numbers (real - key of uint8 crops) are exact in int16, which halves the
         # memory the gather reads from
-        if canvas.is_floating_point() and torch.equal(canvas, canvas.round()):
-            if float(canvas.abs().max()) < 2**15:
-                canvas = canvas.to(torch.int16)
+        whole = canvas.is_floating_point() and torch.equal(canvas, canvas.round())
+        if whole and float(canvas.abs().max()) < 2**15:
+            canvas = canvas.to(torch.int16)
         return cls(low, padded, canvas, pad)
 
 

@@ -43,8 +43,9 @@ def _window_sums(col, p2, p4, n_cell, row):  # pragma: no cover
     cols, wd = row.shape[0], col.shape[0]
     for jj in range(wd - 1):
         p2[jj] = col[jj] + col[jj + 1]
-    for jj in range(wd - 3):
-        p4[jj] = p2[jj] + p2[jj + 2]
+    if n_cell >= 4:  # quads only where a window holds one
+        for jj in range(wd - 3):
+            p4[jj] = p2[jj] + p2[jj + 2]
     off, rem = 0, n_cell
     for jj in range(cols):
         row[jj] = 0.0

@@ -267,8 +267,7 @@ class ReferenceEngine:
         real = np.concatenate([rescale_crops(real, f) for f in self.scales])
         keys = np.stack([simulate(r, self.gen_res, crop) for r in real])
         # (N, 3, S, S) views of the uint8 crops; the values (real - key) as int16: whole
-        # numbers, a quarter of the memory of float32 (the bank at three scales and 512 px:
-        # 192 crops, 0.3 GB of values)
+        # numbers, half the memory of float32, never a float32 copy of the whole bank
         t = lambda a: torch.from_numpy(a).to(self.device).permute(0, 3, 1, 2)  # noqa: E731
         raw = t(keys)
         values = t(real).to(torch.int16) - raw.to(torch.int16)
@@ -304,7 +303,7 @@ class ReferenceEngine:
             self.calibrate()
             self._record_state(
                 tau=self.tau if np.isfinite(self.tau) else None,
-                calibration={str(k): v for k, v in self.calibration.items()},
+                calibration={str(scale): g for scale, g in self.calibration.items()},
             )
 
     def calibrate(self, n: int = CALIBRATION_CROPS) -> dict[float, float]:
