@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 
 from tests.conftest import make_clip
-from threpair.config import EncodeConfig, PasteConfig, PipelineConfig
+from threpair.config import DetectConfig, EncodeConfig, PasteConfig, PipelineConfig
 from threpair.geometry import crop_matrix, frame_mask, paste, region_mask, warp_crop
 from threpair.metrics import psnr
 from threpair.restore import analyze_faces, restore_video
@@ -116,14 +114,40 @@ def test_two_faces_tracks_the_main_one(tmp_path):
     assert np.abs(analysis.geometry[:, 0] - centres[:, 0]).max() < 15
 
 
+def detect_cfg(**kw) -> PipelineConfig:
+    return PipelineConfig(detect=DetectConfig(**kw))
+
+
 def test_detection_every_k_frames_is_interpolated(tmp_path, clip):
     info = probe(clip)
-    dense = analyze_faces(info, PipelineConfig())
-    sparse_cfg = PipelineConfig()
-    sparse_cfg = replace(sparse_cfg, detect=replace(sparse_cfg.detect, every=3))
-    sparse = analyze_faces(info, sparse_cfg)
+    dense = analyze_faces(info, detect_cfg(every=1))
+    # without the steadiness check (any motion counts as steady): frames 0, 3, ..., 39
+    sparse = analyze_faces(info, detect_cfg(every=3, steady=float("inf")))
     assert sparse.detect_runs == 14 and sparse.has_face.all()
     assert np.abs(sparse.geometry[:, :2] - dense.geometry[:, :2]).max() < 6
+    # the default: every 2nd frame, the frames between detected where the face moved more
+    default = analyze_faces(info, PipelineConfig())
+    assert 20 <= default.detect_runs < 40 and default.has_face.all()
+    assert np.abs(default.geometry[:, :2] - dense.geometry[:, :2]).max() < 3
+
+
+def test_sparse_detection_detects_where_faces_come_and_go(tmp_path):
+    """Face, no face, face (15 frames each, odd lengths): every 3rd frame detected, and where
+    the faces changed between two detections the frames between are detected as well, so
+    the face's frames are exactly the dense detector's (also the last frames, after the last
+    3rd one)."""
+    parts = [make_clip(tmp_path / f"{k}.mp4", 15, audio=False, kind=k) for k in ("talking", "blank")]  # fmt: skip
+    joined = tmp_path / "joined.mp4"
+    with VideoWriter(joined, 320, 240, probe(parts[0]).fps) as w:
+        for p in (parts[0], parts[1], parts[0]):
+            for f in read_frames(probe(p)):
+                w.write(f)
+    dense = analyze_faces(probe(joined), detect_cfg(every=1))
+    sparse = analyze_faces(probe(joined), detect_cfg(every=3))
+    assert dense.has_face[:15].all() and not dense.has_face[15:30].any()
+    assert dense.has_face[30:].all()
+    assert np.array_equal(sparse.has_face, dense.has_face)
+    assert sparse.detect_runs < 45
 
 
 def test_face_lost_mid_video_passes_those_frames(tmp_path):
@@ -146,7 +170,7 @@ def test_face_lost_mid_video_passes_those_frames(tmp_path):
 
 def test_synthetic_boxes_are_found(clip):
     info = probe(clip)
-    analysis = analyze_faces(info, PipelineConfig())
+    analysis = analyze_faces(info, detect_cfg(every=1))
     truth = talking_head_boxes(40, (320, 240), 25.0, 0)
     centres = (truth[:, :2] + truth[:, 2:]) / 2
     assert analysis.detection_rate == 1.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from threpair.config import CropConfig, TrackConfig
-from threpair.detect import Detection
+from threpair.detect import Detection, steady
 from threpair.metrics import crop_jitter
 from threpair.track import (
     crop_params,
@@ -63,3 +63,11 @@ def test_crop_params_follow_config():
 
     p = crop_params(Track({2: d}), 4, CropConfig(margin=1.5, shift_y=0.1))
     assert np.isnan(p[0, 0]) and np.allclose(p[2], [150, 170 + 14, 210, 0])
+
+
+def test_steady_faces_moved_little_and_the_same_ones():
+    a, b = det(100, 100, 200), det(400, 100, 100)
+    assert steady([a, b], [det(106, 100, 200), det(403, 98, 100)], 0.04)  # 3% of each side
+    assert not steady([a, b], [det(110, 100, 200), b], 0.04)  # 5%
+    assert not steady([a], [a, b], 0.04) and not steady([a, b], [b], 0.04)  # came, went
+    assert steady([], [], 0.04)  # no face before or after: nothing to detect between

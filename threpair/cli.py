@@ -292,8 +292,14 @@ def restore(
         Path | None, typer.Option(help="S3FD weights file (s3fd only).")
     ] = None,
     detect_every: Annotated[
-        int, typer.Option(min=1, max=1000, help="Detect on every k-th frame.")
-    ] = 1,
+        int,
+        typer.Option(
+            min=1,
+            max=1000,
+            help="Detect on every k-th frame; frames between are detected too where the "
+            "face moved more than 4% of its size, else interpolated (1: every frame).",
+        ),
+    ] = 2,
     detect_max_side: Annotated[
         int, typer.Option(min=64, help="Downscale frames to this longer side for detection.")
     ] = 640,

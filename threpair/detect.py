@@ -155,6 +155,21 @@ class S3FDDetector:
         return out
 
 
+def steady(before: list[Detection], after: list[Detection], tol: float) -> bool:
+    """Whether the faces of two detected frames are the same faces, each moved and resized
+    by at most `tol` of its box side: then the frames between them are interpolated (by
+    `track.fill_gaps`) instead of detected. Any face appearing or vanishing, or moving
+    further, is not steady."""
+    if len(before) != len(after):
+        return False
+
+    def near(a: Detection, b: Detection) -> bool:
+        side = max(a.box[2] - a.box[0], a.box[3] - a.box[1], 1e-6)
+        return bool(np.abs(a.box - b.box).max() <= tol * side)
+
+    return all(any(near(b, a) for b in before) for a in after)
+
+
 def make_detector(cfg: DetectConfig) -> Detector:
     """Build the detector named in `cfg` (raises DetectorError if it cannot be set up)."""
     if cfg.backend == "retinaface":

@@ -27,7 +27,7 @@ import torch
 
 from threpair import geometry_torch
 from threpair.config import PipelineConfig
-from threpair.detect import Detection, Detector, detection_size, make_detector
+from threpair.detect import Detection, Detector, detection_size, make_detector, steady
 from threpair.geometry import crop_matrix, paste, paste_roi, region_mask, warp_crop
 from threpair.track import (
     crop_params,
@@ -184,16 +184,29 @@ def analyze_faces(
     fx, fy = info.width / dw, info.height / dh
     every = max(1, cfg.detect.every)
     per_frame: list[list[Detection] | None] = []
-    faces_max = 0
+
+    def detect(small: np.ndarray) -> list[Detection]:
+        return [d.scaled(fx, fy) for d in detector.detect([small])[0]]
+
+    # frames since the last detected one, kept (small) until the next detection says
+    # whether the faces moved steadily between the two (then they are interpolated)
+    skipped: list[tuple[int, np.ndarray]] = []
+    last: list[Detection] = []
     for i, small in enumerate(prefetch(read_frames(info, (dw, dh)), 8)):
-        if i % every == 0:
-            faces = [d.scaled(fx, fy) for d in detector.detect([small])[0]]
-            faces_max = max(faces_max, len(faces))
-            per_frame.append(faces)
-        else:
+        if i % every:
             per_frame.append(None)
+            skipped.append((i, small))
+        else:
+            per_frame.append(faces := detect(small))
+            if skipped and not steady(last, faces, cfg.detect.steady):
+                for j, s in skipped:
+                    per_frame[j] = detect(s)
+            skipped, last = [], faces
         if progress is not None:
             progress("detect", i + 1, info.frame_count)
+    for j, s in skipped:  # after the last detection: nothing to interpolate towards
+        per_frame[j] = detect(s)
+    faces_max = max((len(f) for f in per_frame if f is not None), default=0)
     n = len(per_frame)
     target = select_identity(link_tracks(per_frame, cfg.track))
     raw = crop_params(target, n, cfg.crop)
