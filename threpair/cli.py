@@ -296,10 +296,10 @@ def restore(
         typer.Option(
             min=1,
             max=1000,
-            help="Detect on every k-th frame; frames between are detected too where the "
-            "face moved more than 4% of its size, else interpolated (1: every frame).",
+            help="Detect on every k-th frame; the frames between are detected too where "
+            "the face moved more than 4% of its size, else interpolated.",
         ),
-    ] = 2,
+    ] = 1,
     detect_max_side: Annotated[
         int, typer.Option(min=64, help="Downscale frames to this longer side for detection.")
     ] = 640,

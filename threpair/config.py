@@ -24,17 +24,19 @@ class DetectConfig:
     when the faces of the two detected frames around them are `steady` (the same faces, each
     box edge moved by at most that share of the box side; `detect.steady`), and detected too
     when not (a face came, went or moved fast), as are the frames after the last k-th one.
-    Every 2nd frame at 0.04 detects 51-56% of the frames of anchor_de_20s and hill_8s (the
-    detection pass 16 -> 9 ms a frame at 512x512), with the tracked geometry within 0.3 px
-    (mean) and 4.4 px (max, of a 534-px crop side) of detecting every frame, and the same
-    restore quality on hill_8s's degraded last 25% (face / mouth PSNR gain +1.52 / +1.77
-    vs +1.52 / +1.76, temporal error 5.54 vs 5.55; every 2nd frame without the check: +1.47 /
-    +1.69).
+    Every frame by default: every 2nd at 0.04 detects 51-56% of the frames of anchor_de_20s
+    and hill_8s (the detection pass 16 -> 9 ms a frame at 512x512), the tracked geometry
+    within 0.3 px (mean) and 4.4 px (max, of a 534-px crop side) of detecting every frame,
+    and the same restore quality on hill_8s's degraded last 25% (face / mouth PSNR gain
+    +1.52 / +1.77 vs +1.52 / +1.76; without the check +1.47 / +1.69); but the seam blend
+    follows the generator's box by the track, and misses it by those fractions of a pixel:
+    the box step that it leaves on anchor_de_20s degraded by `threpair degrade` (40 frames,
+    tests/test_seams.py) rises from 0.40 to 0.58 of the step before the blend.
     """
 
     backend: DetectorName = "retinaface"
     max_side: int = 640
-    every: int = 2
+    every: int = 1
     steady: float = 0.04
     score_threshold: float = 0.8
     weights: str | None = None  # s3fd only: path to the S3FD .pth file
