@@ -29,7 +29,13 @@ from threpair.engines.references import (
 )
 from threpair.engines.regression import _support, fit_local
 from threpair.errors import InputError
-from threpair.generators import crop_box, estimate_generator_res, simulate
+from threpair.generators import (
+    MOUTH_PART,
+    crop_box,
+    estimate_generator_res,
+    high_band_energy,
+    simulate,
+)
 from threpair.identity import build_identity
 from threpair.metrics import psnr
 from threpair.restore import restore_video
@@ -380,6 +386,27 @@ def test_degraded_real_crop_comes_back_close_to_the_real_one(anchor):
     # the first 3 frames of a sequence do not depend on the later ones)
     record = validate(engine, real[:3], crop, 96)
     assert record["gain"] == pytest.approx(gain[:3].mean(), abs=1e-6)
+
+
+def test_band_energy_blurs_only_what_it_reads(synth):
+    """high_band_energy blurs a window around the parts it reads: the same figures as
+    blurring the whole crop (float rounding apart), for the box and its mouth part."""
+    _, hold, crop = synth
+    crops = resize_crops(hold[:3], 256)
+    parts = [(0, 0, 1, 1), MOUTH_PART]
+    got = high_band_energy(crops, crop, parts)
+    s = crops.shape[1]
+    bx0, by0, bx1, by1 = (v * s for v in crop_box(crop))
+    for k, p in enumerate(parts):
+        x0, x1 = (int(round(bx0 + f * (bx1 - bx0))) for f in (p[0], p[2]))
+        y0, y1 = (int(round(by0 + f * (by1 - by0))) for f in (p[1], p[3]))
+        for n, img in enumerate(crops):
+            y = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
+            whole = [
+                np.mean(((y - cv2.GaussianBlur(y, (0, 0), sg)) ** 2)[y0:y1, x0:x1])
+                for sg in (1.0, 2.0, 4.0)
+            ]
+            np.testing.assert_allclose(got[k, n], whole, rtol=1e-5)
 
 
 @pytest.mark.realdata

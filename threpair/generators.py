@@ -10,6 +10,8 @@ crops degraded at each candidate resolution.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
@@ -83,39 +85,60 @@ def resolve(name: str | int) -> int | None:
 MOUTH_PART = (0.2, 0.55, 0.8, 0.95)
 
 
-def high_band_energy(
-    crops: np.ndarray, crop: CropConfig, part: tuple[float, float, float, float] = (0, 0, 1, 1)
-) -> np.ndarray:
-    """Mean squared Laplacian response in octave bands over `part` of the face box (fractions
-    of it; default the whole box) of each crop, luma.
+BAND_SIGMAS = (1.0, 2.0, 4.0)
+# OpenCV's Gaussian of a float image reaches round(8 sigma + 1) // 2 px: blurring a window
+# this much larger than the parts read gives them the values of blurring the whole crop
+_BLUR_REACH = int(4 * max(BAND_SIGMAS)) + 1
 
-    Returns (len(crops), 3): energy of detail finer than 2, 4 and 8 pixels. The ratios
-    between crops of the same person at the same size say how much detail is present."""
-    out = []
-    for img in crops:
+
+def high_band_energy(
+    crops: np.ndarray,
+    crop: CropConfig,
+    parts: Sequence[tuple[float, float, float, float]] = ((0, 0, 1, 1),),
+) -> np.ndarray:
+    """Mean squared Laplacian response in octave bands over each of `parts` of the face box
+    (fractions of it; default the whole box) of each crop, luma.
+
+    Returns (len(parts), len(crops), 3): energy of detail finer than 2, 4 and 8 pixels. The
+    ratios between crops of the same person at the same size say how much detail is
+    present. Only the window the parts need is blurred (the same values as blurring the
+    whole crop, up to float rounding: `estimate_generator_res` on 16 crops each of the
+    degraded hill_8s / anchor_de_20s / obama_20s, 0.86 / 0.56 / 0.36 -> 0.30 / 0.24 / 0.16 s)."""
+    out = np.zeros((len(parts), len(crops), len(BAND_SIGMAS)))
+    for n, img in enumerate(crops):
         s = img.shape[0]
         bx0, by0, bx1, by1 = (v * s for v in crop_box(crop))
         bw, bh = bx1 - bx0, by1 - by0
-        x0, x1 = (int(round(bx0 + f * bw)) for f in (part[0], part[2]))
-        y0, y1 = (int(round(by0 + f * bh)) for f in (part[1], part[3]))
-        y = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
-        bands = []
-        for sigma in (1.0, 2.0, 4.0):
-            blur = cv2.GaussianBlur(y, (0, 0), sigma)
-            bands.append(float(np.mean((y - blur)[max(0, y0) : y1, max(0, x0) : x1] ** 2)))
-        out.append(bands)
-    return np.asarray(out)
+        rects = [
+            (
+                *(min(s, max(0, int(round(by0 + f * bh)))) for f in (p[1], p[3])),
+                *(min(s, max(0, int(round(bx0 + f * bw)))) for f in (p[0], p[2])),
+            )
+            for p in parts
+        ]  # (y0, y1, x0, x1) in pixels
+        wy0 = max(0, min(r[0] for r in rects) - _BLUR_REACH)
+        wy1 = min(s, max(r[1] for r in rects) + _BLUR_REACH)
+        wx0 = max(0, min(r[2] for r in rects) - _BLUR_REACH)
+        wx1 = min(s, max(r[3] for r in rects) + _BLUR_REACH)
+        y = cv2.cvtColor(img[wy0:wy1, wx0:wx1], cv2.COLOR_RGB2GRAY).astype(np.float32)
+        for b, sigma in enumerate(BAND_SIGMAS):
+            d = (y - cv2.GaussianBlur(y, (0, 0), sigma)) ** 2
+            for k, (y0, y1, x0, x1) in enumerate(rects):
+                out[k, n, b] = np.mean(d[y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0])
+    return out
 
 
 def _band_scores(
-    generated: np.ndarray, simulated: dict[int, np.ndarray], crop: CropConfig, part: tuple
-) -> dict[int, float]:
-    """Per candidate: the log-distance of the simulated crops' band energies in `part` of the
-    box from the generated ones' (lower is closer)."""
-    target = np.log(high_band_energy(generated, crop, part).mean(0) + 1e-3)
+    generated: np.ndarray, simulated: dict[int, np.ndarray], crop: CropConfig, parts: dict
+) -> dict[str, dict[int, float]]:
+    """Per part (name: fractions of the box) and candidate: the log-distance of the simulated
+    crops' band energies in that part from the generated ones' (lower is closer)."""
+    log_mean = lambda c: np.log(high_band_energy(c, crop, list(parts.values())).mean(1) + 1e-3)  # noqa: E731
+    target = log_mean(generated)
+    sims = {res: log_mean(sim) for res, sim in simulated.items()}
     return {
-        res: float(np.abs(np.log(high_band_energy(sim, crop, part).mean(0) + 1e-3) - target).sum())
-        for res, sim in simulated.items()
+        name: {res: float(np.abs(sim[k] - target[k]).sum()) for res, sim in sims.items()}
+        for k, name in enumerate(parts)
     }
 
 
@@ -148,10 +171,7 @@ def estimate_generator_res(
     if len(generated) == 0 or len(real) == 0:
         raise InputError("estimating the generator resolution needs crops of both videos")
     simulated = {res: np.stack([simulate(r, res, crop) for r in real]) for res in candidates}
-    scores = {
-        "box": _band_scores(generated, simulated, crop, (0, 0, 1, 1)),
-        "mouth": _band_scores(generated, simulated, crop, MOUTH_PART),
-    }
+    scores = _band_scores(generated, simulated, crop, {"box": (0, 0, 1, 1), "mouth": MOUTH_PART})
     box, mouth = (min(scores[k], key=scores[k].__getitem__) for k in ("box", "mouth"))
     steps_lower = candidates.index(box) - candidates.index(mouth)
     return (mouth if steps_lower > 1 else box), scores
