@@ -109,18 +109,28 @@ def knob_frames(ident, gen: Path, real: Path, n: int = 12) -> tuple[np.ndarray, 
     return g[ok], r[ok]
 
 
+def crop_regions(ident, size: int) -> dict[str, np.ndarray]:
+    """bool (S, S) masks of a crop: the generator's box ("face"), its mouth part ("mouth"),
+    and the face ellipse and mouth that the frame-level scores use ("... ellipse")."""
+    c = replace(ident.crop, size=size)
+    face, mouth = region_masks(size, c)
+    feather = PipelineConfig().paste.feather
+    regions = {"face": face, "mouth": mouth}
+    return regions | {
+        f"{n} ellipse": region_mask(size, n, c, feather) > 0.5 for n in ("face", "mouth")
+    }
+
+
+def gains(out: np.ndarray, degraded: np.ndarray, real: np.ndarray, regions: dict) -> dict:
+    """Mean PSNR gain of `out` over `degraded` (both against `real`) per region."""
+    score = lambda x, m: float(np.mean([psnr(a, b, mask=m) for a, b in zip(x, real)]))  # noqa: E731
+    return {f"{n} gain dB": score(out, m) - score(degraded, m) for n, m in regions.items()}
+
+
 def knobs(ident, gen_res: int, gen: Path, real: Path) -> list[dict]:
     """Face / mouth PSNR gains of engine settings on crops of the degraded video itself."""
     g, r = knob_frames(ident, gen, real)
-    c = replace(ident.crop, size=g.shape[1])
-    face, mouth = region_masks(g.shape[1], c)
-    # the face ellipse and mouth that the frame-level scores use, in this crop
-    feather = PipelineConfig().paste.feather
-    regions = {"face": face, "mouth": mouth}
-    regions |= {
-        f"{n} ellipse": region_mask(g.shape[1], n, c, feather) > 0.5 for n in ("face", "mouth")
-    }
-    score = lambda x, m: float(np.mean([psnr(a, b, mask=m) for a, b in zip(x, r)]))  # noqa: E731
+    regions = crop_regions(ident, g.shape[1])
     rows = []
     base = AttentionConfig()
     variants = {
@@ -152,8 +162,7 @@ def knobs(ident, gen_res: int, gen: Path, real: Path) -> list[dict]:
         t0 = time.perf_counter()
         out = engine(g)
         ms = 1000 * (time.perf_counter() - t0) / len(g)
-        gains = {f"{n} gain dB": score(out, m) - score(g, m) for n, m in regions.items()}
-        rows.append({"setting": label, **gains, "ms/crop": ms})
+        rows.append({"setting": label, **gains(out, g, r, regions), "ms/crop": ms})
     return rows
 
 
