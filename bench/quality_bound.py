@@ -105,9 +105,9 @@ def main() -> None:
         f"PSNR gain (dB) over the degraded crops, 12 crops of each clip's last 25% degraded "
         f"at {args.gen_res} px (crop level, the real video's track); identity of the first "
         "75% (64-crop bank). Oracle: the attention alone with matches chosen on the real crop "
-        "(a perfect matcher), equal weights. Face / mouth: the generator's box and its mouth part; ellipse: the "
-        f"regions the frame-level scores use. Command: `python bench/quality_bound.py "
-        f"{' '.join(sys.argv[1:])}`.",
+        "(a perfect matcher), equal weights. Face / mouth: the generator's box and its "
+        "mouth part; ellipse: the regions the frame-level scores use. Command: "
+        f"`python bench/quality_bound.py {' '.join(sys.argv[1:])}`.",
     )  # fmt: skip
 
 
