@@ -70,14 +70,11 @@ def crop_numbers(crops: np.ndarray, has_face: np.ndarray) -> dict[str, float]:
 def grid(gen: np.ndarray, fixed: np.ndarray, picks: list[int], out: Path) -> None:
     """Rows = frames; columns: generated face | repaired face | generated mouth | repaired mouth."""
     rows = []
-    m0, m1 = int(VIEW * 0.5), int(VIEW * 0.9)  # mouth band of the crop
+    y0, x0, side = int(VIEW * 0.45), VIEW // 4, VIEW // 2  # the mouth and chin, square
+    zoom = lambda c: cv2.resize(c[y0 : y0 + side, x0 : x0 + side], (VIEW, VIEW))  # noqa: E731
     for i in picks:
         a, b = gen[i], fixed[i]
-        za = cv2.resize(a[m0:m1, VIEW // 4 : 3 * VIEW // 4], (VIEW, (m1 - m0) * 2))
-        zb = cv2.resize(b[m0:m1, VIEW // 4 : 3 * VIEW // 4], (VIEW, (m1 - m0) * 2))
-        pad = np.zeros((VIEW - za.shape[0], VIEW, 3), np.uint8)
-        za, zb = np.concatenate([za, pad]), np.concatenate([zb, pad])
-        rows.append(np.concatenate([a, b, za, zb], axis=1))
+        rows.append(np.concatenate([a, b, zoom(a), zoom(b)], axis=1))
     sheet = np.concatenate(rows, axis=0)
     names = ["generated", "repaired", "generated mouth x2", "repaired mouth x2"]
     for k, text in enumerate(names):
