@@ -78,6 +78,18 @@ def cut(src: Path, dst: Path, start: float | None, length: float | None) -> None
     subprocess.run(cmd, check=True)
 
 
+def split_clip(name: str, tmp: Path) -> tuple[Path, Path]:
+    """(train, real): the clip's first 75% (builds the identity) and its last 25% (degraded
+    and restored), cut into `tmp`."""
+    src = clip_path(name)
+    info = probe(src)
+    dur = info.frame_count / float(info.fps)
+    train, real = tmp / f"{name}_train.mp4", tmp / f"{name}_real.mp4"
+    cut(src, train, None, 0.75 * dur)
+    cut(src, real, 0.75 * dur, None)
+    return train, real
+
+
 def sheet(paths: list[Path], labels: list[str], out: Path, frames: int = 3) -> None:
     """Rows: frames spread over the clip; columns: the face crop (from the real video's
     track) of each video, 256 px, labelled."""
@@ -179,12 +191,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         for name in args.clips.split(","):
-            src = clip_path(name)
-            info = probe(src)
-            dur = info.frame_count / float(info.fps)
-            train, real = tmp / f"{name}_train.mp4", tmp / f"{name}_real.mp4"
-            cut(src, train, None, 0.75 * dur)
-            cut(src, real, 0.75 * dur, None)
+            train, real = split_clip(name, tmp)
             with Timer() as t_id:
                 ident = build_identity([train])
                 validate_identity(ident)  # as train-identity builds it

@@ -34,14 +34,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import clip_path, write_results  # noqa: E402
-from bench.quality import crop_regions, cut, gains, knob_frames  # noqa: E402
+from bench.common import write_results  # noqa: E402
+from bench.quality import crop_regions, gains, knob_frames, split_clip  # noqa: E402
 from threpair.engines.attention import AttentionConfig, KeyBank, attend  # noqa: E402
 from threpair.engines.references import ReferenceEngine, resize_crops  # noqa: E402
 from threpair.evaluate import degrade_video  # noqa: E402
 from threpair.generators import simulate  # noqa: E402
 from threpair.identity import build_identity  # noqa: E402
-from threpair.video import probe  # noqa: E402
 
 
 def oracle(engine: ReferenceEngine, bank: np.ndarray, g: np.ndarray, r: np.ndarray, top_k: int):
@@ -73,12 +72,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         for name in args.clips.split(","):
-            src = clip_path(name)
-            info = probe(src)
-            dur = info.frame_count / float(info.fps)
-            train, real, gen = (tmp / f"{name}_{k}.mp4" for k in ("train", "real", "gen"))
-            cut(src, train, None, 0.75 * dur)
-            cut(src, real, 0.75 * dur, None)
+            train, real = split_clip(name, tmp)
+            gen = tmp / f"{name}_gen.mp4"
             ident = build_identity([train])
             degrade_video(real, gen, args.gen_res)
             g, r = knob_frames(ident, gen, real)
