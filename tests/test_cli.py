@@ -144,6 +144,7 @@ def test_unwritable_output_folder(tmp_path, clip):
         (["restore", "{clip}", "{out}", "--margin", "-1"], "--margin"),
         (["restore", "{clip}", "{out}", "--crf", "100"], "--crf"),
         (["restore", "{clip}", "{out}", "--detect-every", "0"], "--detect-every"),
+        (["restore", "{clip}", "{out}", "--detect-every", "14"], "--detect-every"),
         (["restore", "{clip}", "{out}", "--smooth", "-1"], "--smooth"),
         (["restore", "{clip}", "{out}", "--codec", "h264_fancy"], "--codec"),
         (["restore", "{clip}", "{out}", "--preset", "warp9"], "--preset"),

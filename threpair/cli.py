@@ -295,7 +295,7 @@ def restore(
         int,
         typer.Option(
             min=1,
-            max=1000,
+            max=TrackConfig().max_gap + 1,  # longer gaps are not bridged: faces would be lost
             help="Detect on every k-th frame; the frames between are detected too where "
             "the face moved more than 4% of its size, else interpolated.",
         ),
