@@ -65,6 +65,16 @@ def test_ramp_makes_the_sharpness_change_gradual():
     assert np.array_equal(out[y0:y1, x0:x1], fake[y0:y1, x0:x1])  # the inside is left alone
 
 
+@pytest.mark.parametrize("off", [(0, 0, 0, 0), (2, 0, 0, 0), (-1, 2, 2, -2), (2, -2, -2, 2)])
+def test_refine_box_finds_the_line_in_the_frame(off):
+    """The box placed by the track up to 2 px off on any edge: refine_box moves each edge to
+    the line where this frame's detail drops (the generator's paste), exactly."""
+    _, fake = seamed_frame(step=0, noise=8)
+    got = seams.refine_box(fake, BOX + np.array(off, float), seams.EDGES)
+    np.testing.assert_array_equal(got, BOX)
+    assert np.array_equal(seams.refine_box(fake, BOX, ()), BOX)  # no edges: left as given
+
+
 def test_feather_only_softens_the_line():
     real, fake = seamed_frame()
     out = seams.blend_seam(fake, BOX, ("bottom",), band=30, method="feather")

@@ -28,10 +28,13 @@ class DetectConfig:
     and hill_8s (the detection pass 16 -> 9 ms a frame at 512x512), the tracked geometry
     within 0.3 px (mean) and 4.4 px (max, of a 534-px crop side) of detecting every frame,
     and the same restore quality on hill_8s's degraded last 25% (face / mouth PSNR gain
-    +1.52 / +1.77 vs +1.52 / +1.76; without the check +1.47 / +1.69); but the seam blend
-    follows the generator's box by the track, and misses it by those fractions of a pixel:
-    the box step that it leaves on anchor_de_20s degraded by `threpair degrade` (40 frames,
-    tests/test_seams.py) rises from 0.40 to 0.58 of the step before the blend.
+    +1.52 / +1.77 vs +1.52 / +1.76; without the check +1.47 / +1.69). The seam blend placed
+    the generator's box by the track alone and missed it by those fractions of a pixel: the
+    detail step it left on anchor_de_20s degraded by `threpair degrade` (40 frames, as in
+    tests/test_seams.py) rose from 0.40 to 0.58 of the step before the blend. Now each
+    frame's box edges are moved to the frame's own line (`seams.refine_box`): 0.30 every
+    frame, 0.20 every 2nd. Every 2nd frame could be the default; the quality and seam
+    benchmarks have not yet run with it.
     """
 
     backend: DetectorName = "retinaface"

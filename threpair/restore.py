@@ -402,7 +402,7 @@ def render(
     batch_size: int | None = None,
     progress: ProgressFn | None = None,
     timings: dict[str, float] | None = None,
-    finish: Callable[[int, np.ndarray], np.ndarray] | None = None,
+    finish: Callable[[int, np.ndarray, np.ndarray], np.ndarray] | None = None,
     mask_fn: Callable[[int, np.ndarray, int], np.ndarray | None] | None = None,
 ) -> list[dict]:
     """Second pass: write the restored video to `out_path` (atomically).
@@ -410,8 +410,9 @@ def render(
     Returns one record per written frame: whether the face was detected / pasted, and for
     identity models the confidence numbers and the paste strength used. `timings`, if given,
     accumulates seconds per stage: read (waiting for decoded frames), crop, model, paste,
-    write (waiting for the encoder). `finish(i, frame) -> frame`, if given, runs on every
-    frame after the paste (the seam blend; its time counts as "seam"). `mask_fn(i, geometry,
+    write (waiting for the encoder). `finish(i, frame, generated) -> frame`, if given, runs
+    on every frame after the paste, with the frame as it came in (the seam blend; its time
+    counts as "seam"). `mask_fn(i, geometry,
     size) -> mask or None`, if given, builds frame i's crop-space paste mask ("mask" time).
     """
     timings = timings if timings is not None else {}
@@ -437,7 +438,7 @@ def render(
             out, recs = process_batch(frames, geo, model, cfg, size, baseline, timings, masks)
             if finish is not None:
                 t = time.perf_counter()
-                out = [finish(len(records) + j, f) for j, f in enumerate(out)]
+                out = [finish(len(records) + j, f, frames[j]) for j, f in enumerate(out)]
                 timings["seam"] = timings.get("seam", 0.0) + time.perf_counter() - t
             t = time.perf_counter()
             for frame in out:
@@ -634,7 +635,7 @@ def restore_video(
 
 def _seam_pass(
     info: VideoInfo, analysis: FaceAnalysis, cfg: PipelineConfig
-) -> tuple[Any, Callable[[int, np.ndarray], np.ndarray] | None, np.ndarray | None]:
+) -> tuple[Any, Callable[[int, np.ndarray, np.ndarray], np.ndarray] | None, np.ndarray | None]:
     """Find the generator's box (cfg.paste.seam == "auto") and the per-frame blend for render.
 
     Returns (SeamBox or None when off / no face, finish hook or None when nothing to blend,
@@ -651,11 +652,12 @@ def _seam_pass(
     sizes = analysis.geometry[:, 2] / cfg.crop.margin
     p = cfg.paste
 
-    def finish(i: int, frame: np.ndarray) -> np.ndarray:
+    def finish(i: int, frame: np.ndarray, generated: np.ndarray) -> np.ndarray:
         if i >= len(boxes) or np.isnan(boxes[i, 0]):
             return frame
         band = p.seam_band * float(sizes[i])
-        return seams.blend_seam(frame, boxes[i], found.edges, band, p.seam_method)
+        box = seams.refine_box(generated, boxes[i], found.edges)  # this frame's own line
+        return seams.blend_seam(frame, box, found.edges, band, p.seam_method)
 
     return found, finish, boxes
 
