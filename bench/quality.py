@@ -46,7 +46,12 @@ from threpair.config import PipelineConfig, identity_restore  # noqa: E402
 from threpair.engines import EngineRequest, region_masks, validate_identity  # noqa: E402
 from threpair.engines.attention import GRID_SETTINGS, AttentionConfig  # noqa: E402
 from threpair.engines.references import RESCALED, ReferenceEngine  # noqa: E402
-from threpair.evaluate import degrade_video, evaluate_videos, face_crops  # noqa: E402
+from threpair.evaluate import (  # noqa: E402
+    degrade_video,
+    evaluate_videos,
+    every_frame,
+    face_crops,
+)
 from threpair.geometry import region_mask  # noqa: E402
 from threpair.identity import build_identity  # noqa: E402
 from threpair.metrics import psnr  # noqa: E402
@@ -94,7 +99,7 @@ def sheet(paths: list[Path], labels: list[str], out: Path, frames: int = 3) -> N
     """Rows: frames spread over the clip; columns: the face crop (from the real video's
     track) of each video, 256 px, labelled."""
     info = probe(paths[-1])
-    geo = analyze_faces(info, PipelineConfig()).geometry
+    geo = analyze_faces(info, every_frame(PipelineConfig())).geometry
     idx = np.linspace(5, len(geo) - 5, frames).round().astype(int)
     cols = []
     for p, label in zip(paths, labels):
@@ -108,7 +113,7 @@ def sheet(paths: list[Path], labels: list[str], out: Path, frames: int = 3) -> N
 def knob_frames(ident, gen: Path, real: Path, n: int = 12) -> tuple[np.ndarray, np.ndarray]:
     """`n` evenly spaced (generated, real) crop pairs at the identity's resolution, both cut
     along the real video's face track: what the engine sees in a restore, without video I/O."""
-    cfg = PipelineConfig(crop=ident.crop)
+    cfg = every_frame(PipelineConfig(crop=ident.crop))
     info_r = probe(real)
     geometry = analyze_faces(info_r, cfg).geometry
     keep = np.full(len(geometry), np.nan)[:, None] * np.ones((1, 4))

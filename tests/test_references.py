@@ -47,8 +47,9 @@ GEN = 24  # a generator rendering the face box (43 px at 64) at 24 px: a real lo
 @pytest.fixture(scope="module")
 def synth_identity(clip):
     """The synthetic clip's identity at 128 px: a 12-crop bank from frames 0-29 and the 10
-    consecutive held-out crops of frames 30-39 (never in the bank)."""
-    ident = build_identity([clip], bank_size=12, holdout_fraction=0.25, resolution=128)
+    consecutive held-out crops of frames 30-39 (never in the bank); every frame detected."""
+    cfg = PipelineConfig(detect=DetectConfig(every=1))
+    ident = build_identity([clip], cfg, bank_size=12, holdout_fraction=0.25, resolution=128)
     assert len(ident.holdout) == 10 and ident.bank_frames.max() < 30
     return ident
 

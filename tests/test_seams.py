@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import real_clip
 from threpair import seams
-from threpair.config import EncodeConfig, PasteConfig, PipelineConfig
+from threpair.config import DetectConfig, EncodeConfig, PasteConfig, PipelineConfig
 from threpair.evaluate import degrade_video
 from threpair.geometry import landmark_mask
 from threpair.restore import Passthrough, analyze_faces, restore_video
@@ -182,8 +182,10 @@ def test_degraded_box_is_found_and_blended(tmp_path):
     off_cfg = PipelineConfig(encode=cfg.encode, paste=PasteConfig(seam="off"))
     off = restore_video(fake, tmp_path / "off.mp4", Passthrough(), off_cfg)
     assert off.seam == {}
+    # where degrade pasted it: its track detects every frame
+    every_frame = PipelineConfig(detect=DetectConfig(every=1))
     boxes = seams.SeamBox(True, known).frame_boxes(
-        analyze_faces(probe(real), cfg).geometry, cfg.crop
+        analyze_faces(probe(real), every_frame).geometry, cfg.crop
     )
     edges = tuple(on.seam["edges"])
     before, after, floor = [], [], []

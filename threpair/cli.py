@@ -297,9 +297,9 @@ def restore(
             min=1,
             max=TrackConfig().max_gap + 1,  # longer gaps are not bridged: faces would be lost
             help="Detect on every k-th frame; the frames between are detected too where "
-            "the face moved more than 4% of its size, else interpolated.",
+            "the face moved more than 4% of its size, else interpolated (1: every frame).",
         ),
-    ] = 1,
+    ] = 2,
     detect_max_side: Annotated[
         int, typer.Option(min=64, help="Downscale frames to this longer side for detection.")
     ] = 640,

@@ -24,7 +24,7 @@ class DetectConfig:
     when the faces of the two detected frames around them are `steady` (the same faces, each
     box edge moved by at most that share of the box side; `detect.steady`), and detected too
     when not (a face came, went or moved fast), as are the frames after the last k-th one.
-    Every frame by default: every 2nd at 0.04 detects 51-56% of the frames of anchor_de_20s
+    Every 2nd frame at 0.04 detects 51-56% of the frames of anchor_de_20s
     and hill_8s (the detection pass 16 -> 9 ms a frame at 512x512), the tracked geometry
     within 0.3 px (mean) and 4.4 px (max, of a 534-px crop side) of detecting every frame,
     and the same restore quality on hill_8s's degraded last 25% (face / mouth PSNR gain
@@ -33,13 +33,12 @@ class DetectConfig:
     detail step it left on anchor_de_20s degraded by `threpair degrade` (40 frames, as in
     tests/test_seams.py) rose from 0.40 to 0.58 of the step before the blend. Now each
     frame's box edges are moved to the frame's own line (`seams.refine_box`): 0.30 every
-    frame, 0.20 every 2nd. Every 2nd frame could be the default; the quality and seam
-    benchmarks have not yet run with it.
+    frame, 0.20 every 2nd. Hence every 2nd frame by default.
     """
 
     backend: DetectorName = "retinaface"
     max_side: int = 640
-    every: int = 1
+    every: int = 2
     steady: float = 0.04
     score_threshold: float = 0.8
     weights: str | None = None  # s3fd only: path to the S3FD .pth file

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -33,6 +33,13 @@ def generator_box(geometry: np.ndarray, crop: CropConfig) -> tuple[float, float,
     bs = side / crop.margin
     top = cy - crop.shift_y * bs - bs / 2
     return (cx - bs / 2, top, cx + bs / 2, top + bs * 1.08)
+
+
+def every_frame(cfg: PipelineConfig) -> PipelineConfig:
+    """`cfg` with detection on every frame: what `degrade` (a lip-sync generator places its
+    box in every frame) and `eval` (its regions are measuring tools) track by, whatever the
+    restore's default."""
+    return replace(cfg, detect=replace(cfg.detect, every=1))
 
 
 def degrade_video(
@@ -58,7 +65,7 @@ def degrade_video(
         raise InputError(f"--gen-res {gen_res}: use at least 4 pixels")
     info = probe(in_path)
     check_output_path(out_path, in_path)
-    analysis = analyze_faces(info, cfg, progress=progress)
+    analysis = analyze_faces(info, every_frame(cfg), progress=progress)
     audio = info.path if info.has_audio else None
     n = 0
     with VideoWriter(
@@ -165,7 +172,7 @@ def evaluate_videos(
             f"{float(b_info.fps):g} fps: compare videos of the same frame rate (resample one "
             f"first, e.g. ffmpeg -i {restored} -r {b_info.fps} resampled.mp4)"
         )
-    ref_faces = analyze_faces(b_info, cfg, progress=progress)
+    ref_faces = analyze_faces(b_info, every_frame(cfg), progress=progress)
     size = cfg.crop.size
     face_m = region_mask(size, "face", cfg.crop, cfg.paste.feather)
     mouth_m = region_mask(size, "mouth", cfg.crop, cfg.paste.feather)
@@ -212,7 +219,7 @@ def face_crops(info: VideoInfo, geometry: np.ndarray, size: int = EVAL_CROP) -> 
 
 
 def _sliding(a_info, b_info, ref_faces, cfg, window, progress, t0) -> EvalResult:
-    res_faces = analyze_faces(a_info, cfg, progress=progress)
+    res_faces = analyze_faces(a_info, every_frame(cfg), progress=progress)
     a = face_crops(a_info, res_faces.geometry)
     b = face_crops(b_info, ref_faces.geometry)
     n, m = len(a), len(b)
