@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import RESULTS, clip_path, write_results  # noqa: E402
-from threpair.config import CropConfig, PipelineConfig  # noqa: E402
+from threpair.config import CropConfig, PipelineConfig, every_frame  # noqa: E402
 from threpair.demo import label  # noqa: E402
 from threpair.evaluate import face_crops  # noqa: E402
 from threpair.geometry import region_mask  # noqa: E402
@@ -53,7 +53,7 @@ def threpair(*args: str) -> dict:
 def tracked_crops(video: Path) -> tuple[np.ndarray, np.ndarray]:
     """The video's own face track and its VIEW-px crops along it (one probe, one decode each)."""
     info = probe(video)
-    geometry = analyze_faces(info, PipelineConfig(crop=CROP)).geometry
+    geometry = analyze_faces(info, every_frame(PipelineConfig(crop=CROP))).geometry  # measuring
     return geometry, face_crops(info, geometry, VIEW)
 
 

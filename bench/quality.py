@@ -42,16 +42,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import RESULTS, Timer, clip_path, write_results  # noqa: E402
-from threpair.config import PipelineConfig, identity_restore  # noqa: E402
+from threpair.config import PipelineConfig, every_frame, identity_restore  # noqa: E402
 from threpair.engines import EngineRequest, region_masks, validate_identity  # noqa: E402
 from threpair.engines.attention import GRID_SETTINGS, AttentionConfig  # noqa: E402
 from threpair.engines.references import RESCALED, ReferenceEngine  # noqa: E402
-from threpair.evaluate import (  # noqa: E402
-    degrade_video,
-    evaluate_videos,
-    every_frame,
-    face_crops,
-)
+from threpair.evaluate import degrade_video, evaluate_videos, face_crops  # noqa: E402
 from threpair.geometry import region_mask  # noqa: E402
 from threpair.identity import build_identity  # noqa: E402
 from threpair.metrics import psnr  # noqa: E402

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from threpair.config import CropConfig, PipelineConfig
+from threpair.config import CropConfig, PipelineConfig, every_frame
 from threpair.degrade import lipsync_like
 from threpair.errors import InputError
 from threpair.geometry import crop_matrix, frame_mask, region_mask, warp_crop
@@ -33,13 +33,6 @@ def generator_box(geometry: np.ndarray, crop: CropConfig) -> tuple[float, float,
     bs = side / crop.margin
     top = cy - crop.shift_y * bs - bs / 2
     return (cx - bs / 2, top, cx + bs / 2, top + bs * 1.08)
-
-
-def every_frame(cfg: PipelineConfig) -> PipelineConfig:
-    """`cfg` with detection on every frame: what `degrade` (a lip-sync generator places its
-    box in every frame) and `eval` (its regions are measuring tools) track by, whatever the
-    restore's default."""
-    return replace(cfg, detect=replace(cfg.detect, every=1))
 
 
 def degrade_video(

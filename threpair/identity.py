@@ -35,7 +35,7 @@ import torch
 from threpair import __version__
 from threpair.checkpoint import FORMAT_TAG as NETWORK_TAG
 from threpair.checkpoint import _digest, _jsonable, open_header, read_tensors, write_atomic
-from threpair.config import CropConfig, PipelineConfig
+from threpair.config import CropConfig, PipelineConfig, every_frame
 from threpair.errors import CheckpointError, InputError
 from threpair.geometry import crop_matrix, warp_crop
 from threpair.model import SOVQAE, ModelConfig
@@ -254,7 +254,7 @@ def _scan(video: Path, cfg: PipelineConfig, progress: ProgressFn | None) -> _Sca
     from threpair.data import file_hash
 
     info = probe(video)
-    analysis = analyze_faces(info, cfg, progress=progress)
+    analysis = analyze_faces(info, every_frame(cfg), progress=progress)
     face = np.flatnonzero(analysis.has_face)
     if len(face) == 0:
         raise InputError(
