@@ -33,7 +33,8 @@ class DetectConfig:
     detail step it left on anchor_de_20s degraded by `threpair degrade` (40 frames, as in
     tests/test_seams.py) rose from 0.40 to 0.58 of the step before the blend. Now each
     frame's box edges are moved to the frame's own line (`seams.refine_box`): 0.30 every
-    frame, 0.20 every 2nd. Hence every 2nd frame by default.
+    frame, 0.20 every 2nd. Hence every 2nd frame by default for restore; the identity's
+    bank, `degrade` and `eval` detect every frame (`every_frame`).
     """
 
     backend: DetectorName = "retinaface"
