@@ -3,7 +3,7 @@
     seam = find_box(info, analysis, cfg)          # once per video (a short extra decode pass)
     boxes = seam.frame_boxes(analysis.geometry)   # (N, 4) x0, y0, x1, y1 per frame, NaN = none
     box = refine_box(generated_frame, boxes[i], seam.edges)  # each edge on this frame's line
-    frame = blend_seam(frame, boxes[i], seam.edges, band)  # pixels outside the band untouched
+    frame = blend_seam(frame, box, seam.edges, band)  # pixels outside the band untouched
     edge_strength(frame, boxes[i])                # the seam figure: step across each edge
 
 Wav2Lip and its kin render a padded face box at low resolution and paste it back as a hard,
@@ -329,7 +329,9 @@ def blend_seam(
     return out
 
 
-def refine_box(frame: np.ndarray, box: np.ndarray, edges: tuple[str, ...], reach: int = 2):
+def refine_box(
+    frame: np.ndarray, box: np.ndarray, edges: tuple[str, ...], reach: int = 2
+) -> np.ndarray:
     """`box` (x0, y0, x1, y1 frame pixels) with each of `edges` moved by up to `reach` whole
     pixels to where this frame's seam is: the line across which the fine detail drops most
     from outside to inside (the median over 6 stretches along the edge, so only a straight
